@@ -1,0 +1,253 @@
+"""`aggregator` command line. Thin: parse arguments, call the pipeline, print."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from . import __version__, app, opml, queries
+from .clustering import Clusterer
+from .config import CONFIG_ENV, DB_ENV, Config, load_config
+from .errors import AggregatorError
+from .output import Progress, is_terminal, print_json, print_table, safe
+from .timeutil import from_iso, relative, utcnow
+from .units import parse_duration
+
+EPILOG = {
+    "fetch": "example:\n  aggregator fetch\n  aggregator --config my.yaml --db /tmp/a.db fetch",
+    "feeds list": "example:\n  aggregator feeds list --json | jq '.[] | select(.status==\"error\")'",
+    "feeds import": "example:\n  aggregator feeds import subscriptions.opml",
+    "feeds export": "example:\n  aggregator feeds export > subscriptions.opml",
+    "clusters list": "example:\n  aggregator clusters list --since 24h --min-size 3",
+    "clusters show": "example:\n  aggregator clusters show 42 --json",
+    "recluster": "example:\n  aggregator recluster --threshold 0.6",
+}
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number between 0 and 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="aggregator",
+        description="Feed aggregator and near-duplicate story deduplicator.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  aggregator fetch && aggregator clusters list --min-size 2",
+    )
+    p.add_argument("--version", action="version", version=f"aggregator {__version__}")
+    p.add_argument("--config", help=f"feeds.yaml to use (env {CONFIG_ENV}; default ./feeds.yaml)")
+    p.add_argument("--db", help=f"database file (env {DB_ENV}; default settings.database)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(parent, name, help, key=None):
+        return parent.add_parser(
+            name, help=help, description=help, epilog=EPILOG.get(key or name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )  # fmt: skip
+
+    c = command(sub, "fetch", "Fetch every active feed once, store and cluster new items, exit.")
+    c.set_defaults(handler=cmd_fetch)
+
+    feeds = command(sub, "feeds", "List, import and export followed feeds.")
+    fsub = feeds.add_subparsers(dest="feeds_command", metavar="SUBCOMMAND", required=True)
+    c = command(fsub, "list", "Each feed's status, last fetch, last error and item count.", "feeds list")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.set_defaults(handler=cmd_feeds_list)
+    c = command(fsub, "import", "Add the feeds of an OPML file to feeds.yaml.", "feeds import")
+    c.add_argument("file", type=Path, help="OPML file exported from another reader")
+    c.set_defaults(handler=cmd_feeds_import)
+    c = command(fsub, "export", "Print the followed feeds as OPML 2.0.", "feeds export")
+    c.set_defaults(handler=cmd_feeds_export)
+
+    clusters = command(sub, "clusters", "Story clusters: copies of one story from many feeds.")
+    csub = clusters.add_subparsers(dest="clusters_command", metavar="SUBCOMMAND", required=True)
+    c = command(csub, "list", "Clusters, newest first.", "clusters list")
+    c.add_argument("--since", type=_duration, default=_duration("24h"),
+                   help="only clusters active in this period (default 24h)")
+    c.add_argument("--min-size", type=int, default=2, help="at least this many items (default 2)")
+    c.add_argument("--limit", type=int, default=50, help="at most this many (default 50; 0: all)")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.set_defaults(handler=cmd_clusters_list)  # fmt: skip
+    c = command(csub, "show", "Every member of one cluster.", "clusters show")
+    c.add_argument("id", type=int)
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.set_defaults(handler=cmd_clusters_show)
+
+    c = command(sub, "recluster", "Rebuild all clusters from stored items.")
+    c.add_argument("--threshold", type=_fraction, help="Jaccard threshold (default settings.dedup.threshold)")
+    c.set_defaults(handler=cmd_recluster)
+    return p
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_fetch(args, config: Config) -> int:
+    with app.open_store(config, args.db) as store:
+        progress: Progress | None = None
+
+        def start(total: int) -> None:
+            nonlocal progress
+            progress = Progress(total, "fetching")
+
+        report = app.fetch_all(config, store, start, lambda _: progress and progress.advance())
+        if progress:
+            progress.close()
+        rows = [
+            (o.status, o.new, o.updated, o.unchanged, o.feed.display_name,
+             o.error or o.warning or (f"moved permanently to {o.moved_to}" if o.moved_to else ""))
+            for o in sorted(report.outcomes, key=lambda o: o.feed.id)
+        ]  # fmt: skip
+        print_table(("status", "new", "updated", "unchanged", "feed", "message"), rows)
+        print(
+            f"{len(report.outcomes)} feeds in {report.duration:.1f}s: {report.new_items} new items, "
+            f"{report.updated_items} updated, {report.new_clusters} new clusters, "
+            f"{report.count('not_modified')} not modified, {report.errors} errors",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_feeds_list(args, config: Config) -> int:
+    with app.open_store(config, args.db) as store:
+        store.sync_feeds(config, utcnow())
+        rows = store.feed_summaries()
+    if args.json:
+        print_json([
+            {"id": r["id"], "url": r["url"], "name": r["name"] or r["title"],
+             "tags": __import__("json").loads(r["tags"]), "active": bool(r["active"]),
+             "status": r["status"], "last_fetch": r["last_fetch_at"], "last_error": r["last_error"],
+             "error_count": r["error_count"], "next_fetch": r["next_fetch_at"],
+             "moved_to": r["moved_to"], "items": r["items"]}
+            for r in rows
+        ])  # fmt: skip
+        return 0
+    now = utcnow()
+    terminal = is_terminal()
+    print_table(
+        ("id", "status", "items", "last fetch", "feed", "last error"),
+        [
+            (r["id"], r["status"] if r["active"] else "inactive", r["items"],
+             relative(from_iso(r["last_fetch_at"]), now) if terminal else r["last_fetch_at"] or "",
+             r["name"] or r["title"] or r["url"], r["last_error"] or "")
+            for r in rows
+        ],
+    )  # fmt: skip
+    return 0
+
+
+def cmd_feeds_import(args, config: Config) -> int:
+    try:
+        data = args.file.read_bytes()
+    except OSError as exc:
+        raise AggregatorError(f"{args.file}: cannot read: {exc.strerror}") from None
+    parsed = opml.parse_opml_import(data, str(args.file))
+    added, skipped = opml.add_feeds_to_config_file(config.path, parsed.feeds)
+    for feed in added:
+        print(f"added\t{safe(feed.url)}\t{safe(feed.name or '')}")
+    for feed in skipped:
+        print(f"already followed\t{safe(feed.url)}")
+    for bad in parsed.rejected:
+        print(f"skipped\t{safe(bad.url)}\t{safe(bad.problem)}")
+    print(f"{len(added)} added to {config.path}, {len(skipped)} already there, "
+          f"{len(parsed.rejected)} skipped", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def cmd_feeds_export(args, config: Config) -> int:
+    sys.stdout.write(opml.render_opml(config.feeds))
+    return 0
+
+
+def _print_clusters(views, as_json: bool) -> None:
+    if as_json:
+        print_json([v.to_json() for v in views])
+        return
+    now = utcnow()
+    terminal = is_terminal()
+    print_table(
+        ("id", "size", "feeds", "first seen", "title"),
+        [(v.id, v.size, v.feeds,
+          relative(v.first_seen, now) if terminal else v.to_json()["first_seen"], v.title)
+         for v in views],
+    )  # fmt: skip
+
+
+def cmd_clusters_list(args, config: Config) -> int:
+    with app.open_store(config, args.db) as store:
+        since = utcnow() - timedelta(seconds=args.since)
+        views = queries.list_clusters(store, since, args.min_size, args.limit or None)
+    _print_clusters(views, args.json)
+    return 0
+
+
+def cmd_clusters_show(args, config: Config) -> int:
+    with app.open_store(config, args.db) as store:
+        view = queries.get_cluster(store, args.id)
+    if view is None:
+        raise AggregatorError(f"no cluster {args.id}; list them with `aggregator clusters list`")
+    if args.json:
+        print_json(view.to_json())
+        return 0
+    print(f"cluster {view.id}: {safe(view.title)}")
+    print(f"{view.size} items from {view.feeds} feeds, first seen {view.to_json()['first_seen']}")
+    print_table(
+        ("id", "feed", "published", "similarity", "title", "url"),
+        [(m.id, m.feed, m.published.strftime("%Y-%m-%dT%H:%M:%SZ"),
+          "" if m.similarity is None else f"{m.similarity:.2f}", m.title, m.url or "")
+         for m in view.items],
+    )  # fmt: skip
+    return 0
+
+
+def cmd_recluster(args, config: Config) -> int:
+    from dataclasses import replace
+
+    dedup = config.settings.dedup
+    if args.threshold is not None:
+        dedup = replace(dedup, threshold=args.threshold)
+    with app.open_store(config, args.db) as store:
+        progress = Progress(1, "reclustering")
+
+        def step(done: int, total: int) -> None:
+            progress.total = max(total, 1)
+            progress.advance(done - progress.done)
+
+        count = Clusterer(dedup).recluster(store, step)
+        progress.close()
+        items = store.count("items")
+    print(f"{items} items in {count} clusters")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+        return args.handler(args, config)
+    except AggregatorError as exc:
+        print(f"aggregator: {safe(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

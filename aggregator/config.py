@@ -1,0 +1,298 @@
+"""feeds.yaml: the source of truth for what is followed, and every default in one place.
+
+Loading is strict: an unknown key, a bad URL or duration, or a duplicate feed fails with one
+message naming the file, the line and the fix, so a typo never silently changes behaviour.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from . import PROJECT_URL, __version__
+from .errors import ConfigError
+from .units import parse_duration, parse_size
+
+DEFAULT_CONFIG_PATH = "feeds.yaml"
+CONFIG_ENV = "AGGREGATOR_CONFIG"
+DB_ENV = "AGGREGATOR_DB"
+
+
+@dataclass(frozen=True)
+class DedupSettings:
+    """Near-duplicate detection knobs; defaults chosen by bench/dedup_quality.py."""
+
+    window: float = 14 * 86400  # only items first seen this recently are indexed
+    num_perm: int = 128  # MinHash permutations for the full-text signature
+    lede_num_perm: int = 64  # permutations for the lede (opening words) signature
+    shingle_words: int = 3  # word n-gram size for items with enough text
+    lede_words: int = 60  # opening words compared to catch truncated copies
+    short_words: int = 25  # below this many words an item is "short": char n-grams
+    short_chars: int = 5  # char n-gram size for short items
+    threshold: float = 0.5  # estimated Jaccard of full text to count as a copy
+    lede_threshold: float = 0.5  # estimated Jaccard of the ledes for the containment path
+    containment: float = 0.7  # estimated containment of the shorter text in the longer
+    short_threshold: float = 0.6  # estimated Jaccard for short items
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Global settings (`settings:` in feeds.yaml)."""
+
+    database: str = "db/aggregator.db"
+    interval: float = 30 * 60
+    timeout: float = 20.0
+    connect_timeout: float = 10.0
+    max_bytes: int = 10 * 1000 * 1000
+    user_agent: str = f"aggregator/{__version__} (+{PROJECT_URL})"
+    concurrency: int = 32
+    per_host: int = 2
+    max_redirects: int = 5
+    parse_workers: int = 2  # processes parsing feeds in parallel; 0 parses in a thread
+    dedup: DedupSettings = field(default_factory=DedupSettings)
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    """One followed feed as written in feeds.yaml."""
+
+    url: str
+    name: str | None = None
+    tags: tuple[str, ...] = ()
+    interval: float | None = None  # None: settings.interval
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    settings: Settings
+    feeds: tuple[FeedConfig, ...]
+
+    def interval_for(self, feed: FeedConfig) -> float:
+        return feed.interval if feed.interval is not None else self.settings.interval
+
+
+_DURATION_SETTINGS = {"interval", "timeout", "connect_timeout"}
+_SIZE_SETTINGS = {"max_bytes"}
+_INT_SETTINGS = {"concurrency", "per_host", "max_redirects", "parse_workers"}
+_DEDUP_DURATIONS = {"window"}
+_FEED_KEYS = {"url", "name", "tags", "interval"}
+
+
+class _Where:
+    """Turns YAML nodes into `file:line` for messages."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __call__(self, node: yaml.Node | None) -> str:
+        if node is None:
+            return str(self.path)
+        return f"{self.path}:{node.start_mark.line + 1}"
+
+
+def _mapping(node: yaml.Node) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+    return {k.value: (k, v) for k, v in node.value}
+
+
+def _scalar(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    return loader.construct_object(node, deep=True)
+
+
+def _check_keys(where: _Where, node: yaml.Node, allowed: set[str], what: str) -> None:
+    for key_node, _ in node.value:
+        if key_node.value not in allowed:
+            raise ConfigError(
+                f"{where(key_node)}: unknown key {key_node.value!r} in {what}; "
+                f"allowed keys are {', '.join(sorted(allowed))}"
+            )
+
+
+def check_url(url: str) -> str | None:
+    """Why `url` cannot be fetched as a feed, or None when it is fine."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        return "must start with http:// or https://"
+    if not parts.hostname:
+        return "has no host name"
+    return None
+
+
+def feed_key(url: str) -> str:
+    """Two feed URLs are the same feed when they differ only in scheme/host case."""
+    parts = urlsplit(url.strip())
+    return parts._replace(scheme=parts.scheme.lower(), netloc=parts.netloc.lower()).geturl()
+
+
+def _settings(loader: yaml.SafeLoader, where: _Where, node: yaml.Node | None) -> Settings:
+    if node is None or (isinstance(node, yaml.ScalarNode) and node.value in ("", "~", "null")):
+        return Settings()
+    if not isinstance(node, yaml.MappingNode):
+        raise ConfigError(f"{where(node)}: `settings` must be a mapping of key: value")
+    allowed = {f.name for f in fields(Settings)}
+    _check_keys(where, node, allowed, "settings")
+    values: dict[str, Any] = {}
+    for name, (_, value_node) in _mapping(node).items():
+        if name == "dedup":
+            values[name] = _dedup(loader, where, value_node)
+            continue
+        raw = _scalar(loader, value_node)
+        try:
+            if name in _DURATION_SETTINGS:
+                values[name] = parse_duration(raw)
+                if values[name] <= 0:
+                    raise ValueError(f"{raw!r} must be more than zero")
+            elif name in _SIZE_SETTINGS:
+                values[name] = parse_size(raw)
+                if values[name] <= 0:
+                    raise ValueError(f"{raw!r} must be more than zero")
+            elif name in _INT_SETTINGS:
+                if not isinstance(raw, int) or isinstance(raw, bool) or raw < 0:
+                    raise ValueError(f"{raw!r} must be a whole number >= 0")
+                values[name] = raw
+            else:
+                if not isinstance(raw, str) or not raw.strip():
+                    raise ValueError(f"{raw!r} must be a non-empty string")
+                values[name] = raw
+        except ValueError as exc:
+            raise ConfigError(f"{where(value_node)}: settings.{name}: {exc}") from None
+    if values.get("concurrency") == 0 or values.get("per_host") == 0:
+        raise ConfigError(f"{where(node)}: settings.concurrency and per_host must be >= 1")
+    return Settings(**values)
+
+
+def _dedup(loader: yaml.SafeLoader, where: _Where, node: yaml.Node) -> DedupSettings:
+    if not isinstance(node, yaml.MappingNode):
+        raise ConfigError(f"{where(node)}: `settings.dedup` must be a mapping of key: value")
+    defaults = DedupSettings()
+    _check_keys(where, node, {f.name for f in fields(DedupSettings)}, "settings.dedup")
+    values: dict[str, Any] = {}
+    for name, (_, value_node) in _mapping(node).items():
+        raw = _scalar(loader, value_node)
+        try:
+            if name in _DEDUP_DURATIONS:
+                values[name] = parse_duration(raw)
+            elif isinstance(getattr(defaults, name), int):
+                if not isinstance(raw, int) or isinstance(raw, bool) or raw <= 0:
+                    raise ValueError(f"{raw!r} must be a whole number > 0")
+                values[name] = raw
+            else:
+                if not isinstance(raw, (int, float)) or isinstance(raw, bool) or not 0 < raw <= 1:
+                    raise ValueError(f"{raw!r} must be a number between 0 and 1")
+                values[name] = float(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{where(value_node)}: settings.dedup.{name}: {exc}") from None
+    return DedupSettings(**values)
+
+
+def _feed(loader: yaml.SafeLoader, where: _Where, node: yaml.Node, index: int) -> FeedConfig:
+    entry = f"feeds[{index}]"
+    if isinstance(node, yaml.ScalarNode):
+        url = str(_scalar(loader, node) or "").strip()
+        problem = check_url(url)
+        if problem:
+            raise ConfigError(f"{where(node)}: {entry}: URL {url!r} {problem}")
+        return FeedConfig(url=url)
+    if not isinstance(node, yaml.MappingNode):
+        raise ConfigError(f"{where(node)}: {entry} must be a URL or a mapping with `url:`")
+    _check_keys(where, node, _FEED_KEYS, entry)
+    items = _mapping(node)
+    if "url" not in items:
+        raise ConfigError(f"{where(node)}: {entry} has no `url:`; add the feed's address")
+    url_node = items["url"][1]
+    url = str(_scalar(loader, url_node) or "").strip()
+    problem = check_url(url)
+    if problem:
+        raise ConfigError(f"{where(url_node)}: {entry}: URL {url!r} {problem}")
+    name = None
+    if "name" in items:
+        raw = _scalar(loader, items["name"][1])
+        if raw is not None:
+            name = str(raw).strip() or None
+    tags: tuple[str, ...] = ()
+    if "tags" in items:
+        tag_node = items["tags"][1]
+        raw = _scalar(loader, tag_node)
+        if isinstance(raw, str):
+            raw = [raw]
+        if not isinstance(raw, list) or not all(isinstance(t, (str, int)) for t in raw):
+            raise ConfigError(f"{where(tag_node)}: {entry}.tags must be a list like [world, tech]")
+        tags = tuple(dict.fromkeys(str(t).strip() for t in raw if str(t).strip()))
+    interval = None
+    if "interval" in items:
+        int_node = items["interval"][1]
+        try:
+            interval = parse_duration(_scalar(loader, int_node))
+            if interval <= 0:
+                raise ValueError("must be more than zero")
+        except ValueError as exc:
+            raise ConfigError(f"{where(int_node)}: {entry}.interval: {exc}") from None
+    return FeedConfig(url=url, name=name, tags=tags, interval=interval)
+
+
+def parse_config(text: str, path: Path) -> Config:
+    """Config from feeds.yaml text; `path` is only used in messages and for relative paths."""
+    where = _Where(path)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}{line}: invalid YAML: {problem}; fix the syntax") from None
+    if root is None:
+        return Config(path=path, settings=Settings(), feeds=())
+    if not isinstance(root, yaml.MappingNode):
+        raise ConfigError(f"{where(root)}: expected a mapping with `settings:` and `feeds:`")
+    _check_keys(where, root, {"settings", "feeds"}, "the top level")
+    loader = yaml.SafeLoader("")
+    top = _mapping(root)
+    settings = _settings(loader, where, top.get("settings", (None, None))[1])
+    feeds_node = top.get("feeds", (None, None))[1]
+    feeds: list[FeedConfig] = []
+    if feeds_node is not None and not (
+        isinstance(feeds_node, yaml.ScalarNode) and feeds_node.value in ("", "~", "null")
+    ):
+        if not isinstance(feeds_node, yaml.SequenceNode):
+            raise ConfigError(f"{where(feeds_node)}: `feeds` must be a list of URLs or mappings")
+        seen: dict[str, int] = {}
+        for i, node in enumerate(feeds_node.value):
+            feed = _feed(loader, where, node, i)
+            key = feed_key(feed.url)
+            if key in seen:
+                raise ConfigError(
+                    f"{where(node)}: feeds[{i}]: duplicate URL {feed.url} "
+                    f"(already feeds[{seen[key]}]); remove one of them"
+                )
+            seen[key] = i
+            feeds.append(feed)
+    return Config(path=path, settings=settings, feeds=tuple(feeds))
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read feeds.yaml from `path`, $AGGREGATOR_CONFIG or ./feeds.yaml."""
+    p = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{p}: config file not found; create it or pass --config PATH "
+            f"(or set ${CONFIG_ENV})"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read config: {exc}") from None
+    return parse_config(text, p)
+
+
+def database_path(config: Config, override: str | None = None) -> Path:
+    """--db, then $AGGREGATOR_DB, then settings.database (relative to the config file)."""
+    chosen = override or os.environ.get(DB_ENV)
+    if chosen:
+        return Path(chosen)
+    db = Path(config.settings.database)
+    return db if db.is_absolute() else config.path.parent / db

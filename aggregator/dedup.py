@@ -1,0 +1,396 @@
+"""Near-duplicate detection: shingles -> MinHash signatures -> LSH candidates -> verify.
+
+Pure and in-memory: no database here (aggregator.clustering connects it to the store).
+
+Choices, each measured with bench/dedup_quality.py and bench/dedup_speed.py:
+- Shingles are word 3-grams of the lower-cased words of title + body. Character n-grams
+  score reworded headlines and template pieces (market wraps, scores) as more alike,
+  because most characters of a changed number or name survive; word 3-grams break on
+  every changed fact, which is what separates "same story" from "same template".
+- Items with fewer than `short_words` words (title-only feeds, one-line summaries) have
+  too few word 3-grams for MinHash; they use character 5-grams instead, are compared only
+  with other short items, and need a higher threshold.
+- Truncated copies (a 40-word summary of a 600-word article) have a low Jaccard with the
+  article; they are found through a second signature of the *lede* (the first
+  `lede_words` words of the body, which copies keep) and accepted when the containment of
+  the shorter text in the longer one is high.
+- Signing is vectorised with numpy over datasketch's own "affine32" permutations (the
+  same values `MinHash.update_batch` gives, checked in tests), so one call signs a
+  document instead of one Python call per shingle.
+- The LSH index keeps band keys in sorted numpy arrays (~12 bytes per band per item)
+  instead of MinHashLSH's dict-of-sets (~8-10 KB per item), which is what lets 200k
+  indexed items fit in well under a gigabyte.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+from datasketch import MinHash
+from datasketch.lsh import _optimal_param
+from datasketch.minhash import _fmix
+
+from .config import DedupSettings
+
+WORD = re.compile(r"\w+")
+KIND_WORDS = 0
+KIND_CHARS = 1
+SEED = 1  # fixed: stored signatures must stay comparable across runs and versions
+
+_U32 = np.uint32
+_MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9))
+
+
+@dataclass(frozen=True)
+class Signature:
+    """MinHash sketches of one item: full text, and for word items the lede."""
+
+    kind: int  # KIND_WORDS or KIND_CHARS
+    size: int  # distinct shingles in the full text
+    full: np.ndarray  # uint32[num_perm]
+    lede_size: int = 0
+    lede: np.ndarray | None = None  # uint32[lede_num_perm]; None for short items
+
+    def to_blobs(self) -> tuple[bytes, bytes | None]:
+        return self.full.astype("<u4").tobytes(), (
+            self.lede.astype("<u4").tobytes() if self.lede is not None else None
+        )
+
+    @classmethod
+    def from_blobs(cls, kind: int, size: int, lede_size: int, full: bytes, lede: bytes | None):
+        return cls(
+            kind=kind,
+            size=size,
+            full=np.frombuffer(full, dtype="<u4").astype(_U32),
+            lede_size=lede_size,
+            lede=np.frombuffer(lede, dtype="<u4").astype(_U32) if lede else None,
+        )
+
+
+def words(text: str) -> list[str]:
+    return WORD.findall(text.casefold())
+
+
+def _hash_tokens(tokens: list[str]) -> np.ndarray:
+    return np.fromiter((zlib.crc32(t.encode()) for t in tokens), dtype=np.uint64, count=len(tokens))
+
+
+def word_shingles(tokens: list[str], n: int) -> np.ndarray:
+    """Distinct 32-bit hashes of the word n-grams (the whole text if shorter than n)."""
+    if not tokens:
+        return np.zeros(0, dtype=_U32)
+    h = _hash_tokens(tokens)
+    if len(h) < n:
+        n = len(h)
+    combined = np.zeros(len(h) - n + 1, dtype=np.uint64)
+    for i in range(n):
+        combined = combined * _MIX[i % 3] + h[i : len(h) - n + 1 + i]
+    folded = (combined ^ (combined >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
+    return np.unique(folded.astype(_U32))
+
+
+def char_shingles(text: str, n: int) -> np.ndarray:
+    """Distinct 32-bit hashes of the character n-grams of the normalised words."""
+    s = " ".join(words(text))
+    if not s:
+        return np.zeros(0, dtype=_U32)
+    grams = [s] if len(s) <= n else [s[i:i + n] for i in range(len(s) - n + 1)]
+    return np.unique(np.fromiter((zlib.crc32(g.encode()) for g in grams), dtype=_U32, count=len(grams)))
+
+
+class Signer:
+    """Signs items with datasketch's affine32 MinHash permutations, vectorised."""
+
+    def __init__(self, settings: DedupSettings):
+        self.settings = settings
+        self._full = MinHash(num_perm=settings.num_perm, seed=SEED, scheme="affine32").permutations
+        self._lede = MinHash(
+            num_perm=settings.lede_num_perm, seed=SEED + 1, scheme="affine32"
+        ).permutations
+
+    @staticmethod
+    def _minhash(shingles: np.ndarray, permutations: np.ndarray) -> np.ndarray:
+        a, b = permutations
+        if len(shingles) == 0:
+            return np.full(len(a), np.iinfo(_U32).max, dtype=_U32)
+        hv = _fmix(shingles.astype(_U32), 32)
+        with np.errstate(over="ignore"):
+            return (hv[:, None] * a[None, :] + b[None, :]).min(axis=0)
+
+    def sign(self, title: str, text: str) -> Signature:
+        """Signature of an item's normalised title and text."""
+        s = self.settings
+        body = words(text)
+        all_words = words(title) + body
+        if len(all_words) < s.short_words:
+            shingles = char_shingles(title + " " + text, s.short_chars)
+            return Signature(KIND_CHARS, len(shingles), self._minhash(shingles, self._full))
+        full = word_shingles(all_words, s.shingle_words)
+        lede = word_shingles(body[: s.lede_words] or all_words[: s.lede_words], s.shingle_words)
+        return Signature(
+            KIND_WORDS,
+            len(full),
+            self._minhash(full, self._full),
+            len(lede),
+            self._minhash(lede, self._lede),
+        )
+
+
+# ---------------------------------------------------------------- verification
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Estimated Jaccard similarity of two MinHash signatures."""
+    return float(np.count_nonzero(a == b)) / len(a)
+
+
+def containment(j: float, size_a: int, size_b: int) -> float:
+    """Estimated share of the smaller set inside the larger, from Jaccard and set sizes:
+    |A∩B| = J(|A|+|B|)/(1+J)."""
+    smaller = min(size_a, size_b)
+    if smaller == 0:
+        return 0.0
+    return min(1.0, j * (size_a + size_b) / ((1 + j) * smaller))
+
+
+def similarity(a: Signature, b: Signature, settings: DedupSettings) -> float | None:
+    """How alike two items are if they count as copies of one story, else None.
+
+    Word items: full-text Jaccard >= threshold; or, for truncated copies, ledes alike
+    (Jaccard >= lede_threshold) and the shorter text mostly contained in the longer
+    (containment >= containment). Short items: Jaccard >= short_threshold, and only
+    with each other.
+    """
+    if a.kind != b.kind:
+        return None
+    j = jaccard(a.full, b.full)
+    if a.kind == KIND_CHARS:
+        return j if j >= settings.short_threshold else None
+    if j >= settings.threshold:
+        return j
+    if a.lede is None or b.lede is None:
+        return None
+    jl = jaccard(a.lede, b.lede)
+    if jl < settings.lede_threshold:
+        return None
+    lede_c = containment(jl, a.lede_size, b.lede_size)
+    full_c = containment(j, a.size, b.size)
+    c = max(full_c, lede_c if min(a.size, b.size) <= 1.2 * max(a.lede_size, b.lede_size) else 0)
+    return c if c >= settings.containment else None
+
+
+# ---------------------------------------------------------------- LSH index
+
+
+class _Bands:
+    """One LSH table: b bands of r rows, keys in a sorted numpy array plus a small
+    unsorted tail that is merged in when it grows."""
+
+    MERGE_AT = 8192
+
+    def __init__(self, num_perm: int, threshold: float, salt: int):
+        # Missing a copy costs more than checking a false candidate (verification is cheap).
+        self.b, self.r = _optimal_param(threshold, num_perm, 0.3, 0.7)
+        rng = np.random.RandomState(salt)
+        self._mult = rng.randint(1, 2**62, size=(self.b, self.r), dtype=np.uint64) | np.uint64(1)
+        self._salt = rng.randint(1, 2**62, size=self.b, dtype=np.uint64)
+        self.keys = np.zeros(0, dtype=np.uint64)
+        self.rows = np.zeros(0, dtype=np.int32)
+        self._tail_keys: list[np.ndarray] = []
+        self._tail_rows: list[np.ndarray] = []
+        self._tail: dict[int, list[int]] = {}
+
+    def band_keys(self, sigs: np.ndarray, kind: np.ndarray | int = 0) -> np.ndarray:
+        """uint64 keys, one per band, for a (n, num_perm) matrix of signatures."""
+        bands = sigs[:, : self.b * self.r].reshape(len(sigs), self.b, self.r).astype(np.uint64)
+        with np.errstate(over="ignore"):
+            keys = (bands * self._mult[None]).sum(axis=2) + self._salt[None]
+            keys = keys ^ (np.asarray(kind, dtype=np.uint64).reshape(-1, 1) * _MIX[2])
+        return keys
+
+    def add(self, keys: np.ndarray, rows: np.ndarray, bulk: bool = False) -> None:
+        """keys: (n, b); rows: (n,). In bulk mode nothing is queryable until merge()."""
+        flat_rows = np.repeat(rows.astype(np.int32), keys.shape[1])
+        flat_keys = keys.reshape(-1)
+        if not bulk:
+            for k, r in zip(flat_keys.tolist(), flat_rows.tolist(), strict=True):
+                self._tail.setdefault(k, []).append(r)
+        self._tail_keys.append(flat_keys)
+        self._tail_rows.append(flat_rows)
+        if not bulk and len(self._tail) >= self.MERGE_AT * self.b:
+            self.merge()
+
+    def merge(self) -> None:
+        if not self._tail_keys:
+            return
+        keys = np.concatenate([self.keys, *self._tail_keys])
+        rows = np.concatenate([self.rows, *self._tail_rows])
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.rows = keys[order], rows[order]
+        self._tail_keys, self._tail_rows, self._tail = [], [], {}
+
+    def query(self, keys: np.ndarray) -> set[int]:
+        """Rows sharing at least one band key with `keys` (shape (b,))."""
+        found: set[int] = set()
+        if len(self.keys):
+            lo = np.searchsorted(self.keys, keys, "left")
+            hi = np.searchsorted(self.keys, keys, "right")
+            for start, end in zip(lo.tolist(), hi.tolist(), strict=True):
+                if end > start:
+                    found.update(self.rows[start:end].tolist())
+        if self._tail:
+            for k in keys.tolist():
+                rows = self._tail.get(k)
+                if rows:
+                    found.update(rows)
+        return found
+
+    @property
+    def nbytes(self) -> int:
+        tail = sum(k.nbytes + r.nbytes for k, r in zip(self._tail_keys, self._tail_rows, strict=True))
+        return self.keys.nbytes + self.rows.nbytes + tail + 100 * len(self._tail)
+
+
+class DedupIndex:
+    """Signatures of the indexed items (those inside the dedup window) and two LSH
+    tables over them: full text and lede. Rows are append-only; a removed item's row is
+    marked dead (a moved item is re-added as a new row)."""
+
+    def __init__(self, settings: DedupSettings, capacity: int = 1024):
+        self.settings = settings
+        self.full_bands = _Bands(settings.num_perm, settings.threshold, salt=11)
+        self.lede_bands = _Bands(settings.lede_num_perm, settings.lede_threshold, salt=13)
+        self.n = 0
+        s = settings
+        self.item_ids = np.zeros(capacity, dtype=np.int64)
+        self.cluster_ids = np.zeros(capacity, dtype=np.int64)
+        self.seen = np.zeros(capacity, dtype=np.int64)  # first-seen, epoch seconds
+        self.kinds = np.zeros(capacity, dtype=np.int8)
+        self.alive = np.zeros(capacity, dtype=bool)
+        self.sizes = np.zeros(capacity, dtype=np.int32)
+        self.lede_sizes = np.zeros(capacity, dtype=np.int32)
+        self.full = np.zeros((capacity, s.num_perm), dtype=_U32)
+        self.lede = np.zeros((capacity, s.lede_num_perm), dtype=_U32)
+
+    def _grow(self, needed: int) -> None:
+        capacity = len(self.item_ids)
+        if needed <= capacity:
+            return
+        new_cap = max(needed, capacity * 2)
+        for name in ("item_ids", "cluster_ids", "seen", "kinds", "alive", "sizes", "lede_sizes", "full", "lede"):
+            arr = getattr(self, name)
+            grown = np.zeros((new_cap, *arr.shape[1:]), dtype=arr.dtype)
+            grown[: self.n] = arr[: self.n]
+            setattr(self, name, grown)
+
+    def __len__(self) -> int:
+        return int(self.alive[: self.n].sum())
+
+    def add_many(
+        self,
+        item_ids: np.ndarray,
+        cluster_ids: np.ndarray,
+        seen: np.ndarray,
+        sigs: list[Signature],
+        bulk: bool = False,
+    ) -> np.ndarray:
+        """Index signatures; returns their rows. With bulk (start-up rebuild) they become
+        queryable at finish_bulk()."""
+        count = len(sigs)
+        start = self.n
+        self._grow(start + count)
+        rows = np.arange(start, start + count)
+        self.item_ids[rows] = item_ids
+        self.cluster_ids[rows] = cluster_ids
+        self.seen[rows] = seen
+        self.alive[rows] = True
+        for i, sig in zip(rows.tolist(), sigs, strict=True):
+            self.kinds[i] = sig.kind
+            self.sizes[i] = sig.size
+            self.full[i] = sig.full
+            if sig.lede is not None:
+                self.lede[i] = sig.lede
+                self.lede_sizes[i] = sig.lede_size
+        self.n += count
+        self._index_rows(rows, bulk)
+        return rows
+
+    def _index_rows(self, rows: np.ndarray, bulk: bool) -> None:
+        keys = self.full_bands.band_keys(self.full[rows], self.kinds[rows])
+        self.full_bands.add(keys, rows, bulk)
+        words_rows = rows[self.kinds[rows] == KIND_WORDS]
+        if len(words_rows):
+            self.lede_bands.add(self.lede_bands.band_keys(self.lede[words_rows]), words_rows, bulk)
+
+    def add(self, item_id: int, cluster_id: int, seen: int, sig: Signature) -> int:
+        return int(
+            self.add_many(np.array([item_id]), np.array([cluster_id]), np.array([seen]), [sig])[0]
+        )
+
+    def finish_bulk(self) -> None:
+        self.full_bands.merge()
+        self.lede_bands.merge()
+
+    def kill(self, rows) -> None:
+        self.alive[np.asarray(list(rows), dtype=np.int64)] = False
+
+    def rows_of_item(self, item_id: int) -> list[int]:
+        return np.nonzero((self.item_ids[: self.n] == item_id) & self.alive[: self.n])[0].tolist()
+
+    def signature(self, row: int) -> Signature:
+        kind = int(self.kinds[row])
+        return Signature(
+            kind,
+            int(self.sizes[row]),
+            self.full[row],
+            int(self.lede_sizes[row]),
+            self.lede[row] if kind == KIND_WORDS else None,
+        )
+
+    def candidates(self, sig: Signature, seen: int) -> list[int]:
+        """Live rows that share a band with `sig` and were first seen no more than the
+        dedup window before it (so a later recluster sees exactly what we saw online)."""
+        found = self.full_bands.query(self.full_bands.band_keys(sig.full[None], sig.kind)[0])
+        if sig.lede is not None:
+            found |= self.lede_bands.query(self.lede_bands.band_keys(sig.lede[None])[0])
+        if not found:
+            return []
+        rows = np.fromiter(found, dtype=np.int64, count=len(found))
+        keep = self.alive[rows] & (self.seen[rows] >= seen - self.settings.window)
+        return sorted(rows[keep].tolist())
+
+    def matches(self, sig: Signature, seen: int) -> list[tuple[int, float]]:
+        """(row, similarity) of every verified copy among the candidates."""
+        out = []
+        for row in self.candidates(sig, seen):
+            sim = similarity(sig, self.signature(row), self.settings)
+            if sim is not None:
+                out.append((row, sim))
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        """Memory of the index structures for the rows in use."""
+        per_row = (
+            self.item_ids.itemsize + self.cluster_ids.itemsize + self.seen.itemsize
+            + self.kinds.itemsize + self.alive.itemsize + self.sizes.itemsize
+            + self.lede_sizes.itemsize + self.full[0].nbytes + self.lede[0].nbytes
+        )  # fmt: skip
+        return per_row * self.n + self.full_bands.nbytes + self.lede_bands.nbytes
+
+
+def choose_cluster(matches: list[tuple[int, float]], clusters: dict[int, int]) -> tuple[int, float] | None:
+    """The cluster an item joins: the one holding its most similar verified copy (ties go
+    to the older cluster). Returns (cluster id, similarity) or None for a new story.
+
+    Clusters never merge: an item that resembles two clusters joins one, so a single
+    bridging item cannot chain two different stories together."""
+    best: tuple[int, float] | None = None
+    for row, sim in matches:
+        cluster = clusters[row]
+        if best is None or sim > best[1] or (sim == best[1] and cluster < best[0]):
+            best = (cluster, sim)
+    return best

@@ -1,0 +1,211 @@
+"""HTTP retrieval: one shared httpx.AsyncClient, polite and bounded.
+
+Politeness: a global limit and a per-host limit on concurrent requests, conditional GET
+(ETag / Last-Modified), the configured User-Agent. Safety: connect and total timeouts (a
+server sending one byte a second cannot hold us), and `max_bytes` enforced while streaming,
+after decompression, so neither a huge body nor a gzip bomb is ever held in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import re
+from collections import defaultdict
+from dataclasses import replace
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import httpx
+
+from .config import Settings
+from .records import FetchResult, FetchStatus
+from .units import format_duration
+
+ACCEPT = (
+    "application/atom+xml, application/rss+xml, application/rdf+xml, application/feed+json, "
+    "application/xml;q=0.9, text/xml;q=0.9, application/json;q=0.8, */*;q=0.5"
+)
+_MAX_AGE = re.compile(r"max-age\s*=\s*(\d+)", re.IGNORECASE)
+
+
+def make_client(settings: Settings) -> httpx.AsyncClient:
+    """The one client every fetch shares: timeouts, redirects, connection pool, User-Agent."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
+        follow_redirects=True,
+        max_redirects=settings.max_redirects,
+        limits=httpx.Limits(
+            max_connections=settings.concurrency,
+            max_keepalive_connections=settings.concurrency,
+        ),
+        headers={"User-Agent": settings.user_agent, "Accept": ACCEPT},
+    )
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def parse_max_age(cache_control: str | None) -> float | None:
+    """max-age from Cache-Control, a server's hint of how often to come back."""
+    if not cache_control:
+        return None
+    m = _MAX_AGE.search(cache_control)
+    return float(m.group(1)) if m else None
+
+
+class Fetcher:
+    """Fetches feeds through a shared client, at most `concurrency` at once and at most
+    `per_host` per host, so a site carrying many of our feeds is never hammered."""
+
+    def __init__(self, client: httpx.AsyncClient, settings: Settings, clock=None):
+        self.client = client
+        self.settings = settings
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._global = asyncio.Semaphore(settings.concurrency)
+        self._hosts: defaultdict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(settings.per_host)
+        )
+
+    async def fetch(
+        self, url: str, etag: str | None = None, last_modified: str | None = None
+    ) -> FetchResult:
+        """One conditional GET. Never raises for network or HTTP trouble: the result says."""
+        host = (urlsplit(url).hostname or "").lower()
+        async with self._hosts[host], self._global:
+            started = asyncio.get_running_loop().time()
+            fetched_at = self._clock()
+            try:
+                async with asyncio.timeout(self.settings.timeout):
+                    result = await self._get(url, etag, last_modified, fetched_at)
+            except TimeoutError:
+                result = self._error(
+                    url, fetched_at,
+                    f"no complete answer within {format_duration(self.settings.timeout)} "
+                    "(settings.timeout); the server is slow or down",
+                )  # fmt: skip
+            except httpx.TooManyRedirects:
+                result = self._error(
+                    url, fetched_at,
+                    f"more than {self.settings.max_redirects} redirects (a redirect loop?); "
+                    "open the URL in a browser and use where it ends",
+                )  # fmt: skip
+            except httpx.UnsupportedProtocol as exc:
+                result = self._error(url, fetched_at, f"redirected to an unsupported address: {exc}")
+            except httpx.TimeoutException as exc:
+                result = self._error(url, fetched_at, f"timed out ({type(exc).__name__}); the server is slow or down")
+            except httpx.ConnectError as exc:
+                result = self._error(url, fetched_at, f"cannot connect: {exc or 'connection failed'}; check the URL and the network")
+            except httpx.DecodingError as exc:
+                result = self._error(url, fetched_at, f"the server sent a corrupt compressed body: {exc}")
+            except httpx.HTTPError as exc:
+                result = self._error(url, fetched_at, f"{type(exc).__name__}: {exc or 'transfer failed'}")
+            elapsed = asyncio.get_running_loop().time() - started
+        return _with_elapsed(result, elapsed)
+
+    def _error(self, url: str, fetched_at: datetime, message: str) -> FetchResult:
+        return FetchResult(url=url, status=FetchStatus.ERROR, fetched_at=fetched_at, error=message)
+
+    async def _get(
+        self, url: str, etag: str | None, last_modified: str | None, fetched_at: datetime
+    ) -> FetchResult:
+        conditional = {}
+        if etag:
+            conditional["If-None-Match"] = etag
+        if last_modified:
+            conditional["If-Modified-Since"] = last_modified
+        async with self.client.stream("GET", url, headers=conditional) as response:
+            headers = {k.lower(): v for k, v in response.headers.items()}
+            common = dict(
+                url=url,
+                fetched_at=fetched_at,
+                http_status=response.status_code,
+                headers=headers,
+                etag=headers.get("etag") or etag,
+                last_modified=headers.get("last-modified") or last_modified,
+                final_url=str(response.url),
+                permanent_redirect=_permanent_redirect(response),
+                max_age=parse_max_age(headers.get("cache-control")),
+            )
+            code = response.status_code
+            if code == 304:
+                return FetchResult(status=FetchStatus.NOT_MODIFIED, **common)
+            if code == 410:
+                return FetchResult(
+                    status=FetchStatus.GONE,
+                    error="410 Gone: the publisher removed this feed; delete it from feeds.yaml",
+                    **common,
+                )
+            if code in (429, 503):
+                wait = parse_retry_after(headers.get("retry-after"), fetched_at)
+                hint = f"; retrying after {format_duration(round(wait))}" if wait is not None else ""
+                return FetchResult(
+                    status=FetchStatus.RETRY_LATER,
+                    retry_after=wait,
+                    error=f"HTTP {code} {response.reason_phrase}: the server asked us to slow down{hint}",
+                    **common,
+                )
+            if code >= 400 or code < 200 or code in (204, 205):
+                return FetchResult(
+                    status=FetchStatus.ERROR,
+                    error=f"HTTP {code} {response.reason_phrase}" + _status_hint(code),
+                    **common,
+                )
+            body = await self._read_limited(response)
+            if body is None:
+                return FetchResult(
+                    status=FetchStatus.ERROR,
+                    error=f"the feed is larger than settings.max_bytes ({self.settings.max_bytes:,} bytes); "
+                    "raise max_bytes if it is genuine",
+                    **common,
+                )
+            return FetchResult(status=FetchStatus.OK, body=body, **common)
+
+    async def _read_limited(self, response: httpx.Response) -> bytes | None:
+        """The decoded body, or None as soon as it grows past max_bytes."""
+        limit = self.settings.max_bytes
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit and "content-encoding" not in response.headers:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _permanent_redirect(response: httpx.Response) -> str | None:
+    """Where a feed moved for good: set only when every hop was a 301/308."""
+    if response.history and all(r.status_code in (301, 308) for r in response.history):
+        return str(response.url)
+    return None
+
+
+def _status_hint(code: int) -> str:
+    if code == 404:
+        return ": the feed is not at this URL any more; check it in a browser"
+    if code in (401, 403):
+        return ": the server refuses us; the feed may need a login or block bots"
+    if code >= 500:
+        return ": the server failed; it will be retried with backoff"
+    return ""
+
+
+def _with_elapsed(result: FetchResult, elapsed: float) -> FetchResult:
+    return replace(result, elapsed=elapsed)

@@ -1,0 +1,218 @@
+"""Entries -> clean `Item`s: plain text, canonical URLs, UTC dates, boilerplate removed.
+
+Everything here is a pure function of its inputs (the clock is passed in), so the rules are
+tested with plain strings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+import unicodedata
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from .records import Item, RawEntry
+
+# ---------------------------------------------------------------- text
+
+_DROP_ELEMENTS = re.compile(
+    r"<(script|style|noscript|template|iframe|object|svg|head)\b[^>]*>.*?</\1\s*>",
+    re.IGNORECASE | re.DOTALL,
+)
+_COMMENTS = re.compile(r"<!--.*?-->|<!\[CDATA\[|\]\]>", re.DOTALL)
+_BLOCK_TAGS = re.compile(
+    r"</?(p|div|br|li|ul|ol|h[1-6]|blockquote|pre|tr|table|section|article|header|footer"
+    r"|figure|figcaption|hr|dd|dt|dl)\b[^>]*>",
+    re.IGNORECASE,
+)
+_TAG = re.compile(r"<[^>]*>")
+_SPACES = re.compile(r"[^\S\n]+")
+_BLANK_LINES = re.compile(r"\s*\n\s*")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\u202a-\u202e\ufeff]")
+
+
+def html_to_text(markup: str | None) -> str:
+    """Plain text of an HTML fragment: tags and scripts gone, entities decoded, Unicode NFC,
+    runs of spaces folded, one newline between paragraphs. Plain text passes through."""
+    if not markup:
+        return ""
+    s = markup
+    if "<" in s:
+        s = _COMMENTS.sub(" ", s)
+        s = _DROP_ELEMENTS.sub(" ", s)
+        s = _BLOCK_TAGS.sub("\n", s)
+        s = _TAG.sub("", s)
+    if "&" in s:
+        # Twice: feeds often double-escape (&amp;amp;), and text never needs a literal "&amp;".
+        s = html.unescape(html.unescape(s))
+    s = s.replace("\r", "\n").replace("\xa0", " ")
+    s = _CONTROL.sub("", s)
+    s = unicodedata.normalize("NFC", s)
+    s = _SPACES.sub(" ", s)
+    s = _BLANK_LINES.sub("\n", s)
+    return s.strip()
+
+
+def one_line(text: str) -> str:
+    """Titles are one line."""
+    return " ".join(text.split())
+
+
+# ---------------------------------------------------------------- boilerplate
+#
+# The rules, in one table. Each is (name, pattern, action):
+#   "cut"   - the match and everything after it is a footer, not the story;
+#   "drop"  - remove just the matched text (a line, a sentence, a marker).
+# Patterns run on paragraph-separated plain text (see html_to_text), case-insensitively.
+BOILERPLATE_RULES: tuple[tuple[str, str, str], ...] = (
+    ("comment form", r"(?m)^\s*(leave a (reply|comment)|post a comment|\d+ comments?)\b.*", "cut"),
+    ("comment form", r"your email address will not be published\b.*", "cut"),
+    ("wordpress footer", r"the post\b[^\n]{0,300}?\bappeared first on\b[^\n]{0,200}", "drop"),
+    ("read more", r"(\[(…|\.\.\.)\]\s*)?\b(continue reading|read more|read the (full|rest of the) (story|article|post)|keep reading)\b[^\n]{0,120}$", "drop"),
+    ("truncation marker", r"\s*(\[(…|\.\.\.)\]|…|\.\.\.)\s*$", "drop"),
+    (
+        "share line",
+        r"(?m)^\s*(share( this( story| article| post)?)?|tweet|email|print|like this:?|"
+        r"share on (facebook|twitter|x|linkedin|whatsapp|reddit))"
+        r"([\s:|,·•/-]+(facebook|twitter|x|linkedin|whatsapp|reddit|pinterest|email|print|"
+        r"tumblr|telegram|copy link|more))*\s*:?\s*$",
+        "drop",
+    ),
+    (
+        "newsletter pitch",
+        r"(?m)^\s*(sign up for|subscribe to|get our|join our)\b[^\n]{0,80}\bnewsletter\b[^\n]*$",
+        "drop",
+    ),
+    ("related links", r"(?m)^\s*(related( articles| stories| posts)?|see also|more from)\s*:?\s*$", "drop"),
+)
+
+_RULES = tuple((name, re.compile(p, re.IGNORECASE), action) for name, p, action in BOILERPLATE_RULES)
+
+
+def strip_boilerplate(text: str) -> str:
+    """Text without the footers, pitches and share lines of BOILERPLATE_RULES."""
+    if not text:
+        return text
+    for _, pattern, action in _RULES:
+        if action == "cut":
+            m = pattern.search(text)
+            if m:
+                text = text[: m.start()]
+        else:
+            text = pattern.sub("", text)
+    # the truncation marker may sit behind a "read more" that was just removed
+    text = _RULES[4][1].sub("", text.rstrip())
+    return _BLANK_LINES.sub("\n", text).strip()
+
+
+# ---------------------------------------------------------------- URLs
+
+TRACKING_PARAMS = frozenset(
+    {
+        "fbclid", "gclid", "dclid", "gclsrc", "msclkid", "yclid", "twclid", "igshid",
+        "mc_cid", "mc_eid", "_hsenc", "_hsmi", "mkt_tok", "oly_anon_id", "oly_enc_id",
+        "vero_id", "wt.mc_id", "ref_src", "cmpid", "ncid", "ocid", "sr_share", "spm",
+        "rss", "from", "xtor",
+    }
+)  # fmt: skip
+TRACKING_PREFIXES = ("utm_", "pk_", "mtm_", "ga_", "hsa_")
+
+
+def canonical_url(url: str | None) -> str | None:
+    """The link with a lower-case scheme and host, no default port, no fragment and no
+    tracking parameters (utm_*, fbclid, gclid, mc_cid, ...); other parameters sorted."""
+    if not url:
+        return None
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return url
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        return url
+    host = parts.hostname.lower().rstrip(".")
+    if port and not (scheme == "http" and port == 80 or scheme == "https" and port == 443):
+        host = f"{host}:{port}"
+    query = [
+        (k, v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if k.lower() not in TRACKING_PARAMS and not k.lower().startswith(TRACKING_PREFIXES)
+    ]
+    query.sort()
+    path = parts.path or "/"
+    return urlunsplit((scheme, host, path, urlencode(query, doseq=True), ""))
+
+
+# ---------------------------------------------------------------- dates
+
+# Dates outside this range are feed bugs (epoch zero, year 2099); the item then takes the
+# time we first saw it, so it sorts where a reader expects it.
+EARLIEST_PLAUSIBLE = datetime(1993, 1, 1, tzinfo=UTC)
+FUTURE_TOLERANCE = timedelta(days=2)
+
+
+def plausible_date(value: datetime | None, now: datetime) -> datetime | None:
+    """UTC datetime, or None when missing or implausible (before 1993 or days in the future)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC).replace(microsecond=0)
+    if value < EARLIEST_PLAUSIBLE or value > now + FUTURE_TOLERANCE:
+        return None
+    return value
+
+
+# ---------------------------------------------------------------- items
+
+
+def content_hash(title: str, text: str) -> str:
+    """Identity of an item's content: equal hashes are exact duplicates."""
+    digest = hashlib.blake2b(f"{title.casefold()}\n{text.casefold()}".encode(), digest_size=16)
+    return digest.hexdigest()
+
+
+def normalize_entry(entry: RawEntry, now: datetime) -> Item:
+    """One clean Item. The key is stable across fetches: guid, else canonical link, else a
+    hash of title and date (so a feed without guids does not duplicate on every fetch)."""
+    title = one_line(html_to_text(entry.title))
+    text = strip_boilerplate(html_to_text(entry.content))
+    link = entry.link.strip() if entry.link else None
+    canon = canonical_url(link)
+    published = plausible_date(entry.published, now)
+    updated = plausible_date(entry.updated, now)
+    digest = content_hash(title, text)
+    if entry.guid and entry.guid.strip():
+        key = entry.guid.strip()[:1000]
+    elif canon:
+        key = canon
+    else:
+        stamp = (published or updated).isoformat() if (published or updated) else ""
+        key = "hash:" + hashlib.blake2b(f"{title}\n{stamp}\n{text[:200]}".encode(), digest_size=12).hexdigest()
+    author = one_line(html_to_text(entry.author)) or None if entry.author else None
+    return Item(
+        key=key,
+        url=link,
+        canonical_url=canon,
+        title=title,
+        text=text,
+        author=author,
+        published=published or updated or now.replace(microsecond=0),
+        updated=updated,
+        content_hash=digest,
+    )
+
+
+def normalize_entries(entries: Iterable[RawEntry], now: datetime) -> tuple[Item, ...]:
+    """Items of a feed, first occurrence winning when a feed repeats a key."""
+    seen: dict[str, Item] = {}
+    for entry in entries:
+        item = normalize_entry(entry, now)
+        if item.title or item.text:
+            seen.setdefault(item.key, item)
+    return tuple(seen.values())

@@ -1,0 +1,84 @@
+"""Terminal vs pipe output: aligned tables and relative times on a terminal, plain
+tab-separated text when piped, JSON for scripts. Text from feeds is made inert first."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+# C0/C1 controls and ANSI escape sequences: a feed title must never drive the terminal.
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def safe(value: Any) -> str:
+    """Text fit for a terminal or a TSV cell: escape sequences and control characters
+    removed, tabs and newlines folded to spaces."""
+    if value is None:
+        return ""
+    text = str(value).replace("\t", " ").replace("\n", " ").replace("\r", " ")
+    return _ESCAPES.sub("", text)
+
+
+def is_terminal(stream: TextIO = sys.stdout) -> bool:
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+def print_table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    stream: TextIO = sys.stdout,
+    *,
+    terminal: bool | None = None,
+    max_width: int = 70,
+) -> None:
+    """Aligned columns on a terminal (long cells cut at max_width), TSV otherwise."""
+    cells = [[safe(c) for c in row] for row in rows]
+    if terminal is None:
+        terminal = is_terminal(stream)
+    if not terminal:
+        stream.write("\t".join(headers) + "\n")
+        for row in cells:
+            stream.write("\t".join(row) + "\n")
+        return
+    cut = [[c if len(c) <= max_width else c[: max_width - 1] + "…" for c in row] for row in cells]
+    widths = [len(h) for h in headers]
+    for row in cut:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    line = "  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True))
+    stream.write(line.rstrip() + "\n")
+    for row in cut:
+        stream.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def print_json(value: Any, stream: TextIO = sys.stdout) -> None:
+    json.dump(value, stream, ensure_ascii=False, indent=2)
+    stream.write("\n")
+
+
+class Progress:
+    """A one-line progress bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, total: int, label: str, stream: TextIO = sys.stderr):
+        self.total = max(total, 1)
+        self.done = 0
+        self.label = label
+        self.stream = stream
+        self.enabled = is_terminal(stream)
+
+    def advance(self, step: int = 1) -> None:
+        self.done += step
+        if self.enabled:
+            width = 30
+            filled = int(width * self.done / self.total)
+            self.stream.write(
+                f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}"
+            )
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r" + " " * (len(self.label) + 50) + "\r")
+            self.stream.flush()

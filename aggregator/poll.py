@@ -1,0 +1,291 @@
+"""One pass over due feeds: fetch -> parse -> normalise -> dedup -> store, per feed.
+
+Fetches run concurrently on the event loop; parsing (CPU-bound feedparser) runs in a
+process pool so fetching keeps going and both cores work; each feed's result is written
+in one transaction together with its cluster assignments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from .config import Config
+from .fetch import Fetcher
+from .normalize import normalize_entries
+from .parse import parse_feed
+from .records import FetchResult, FetchStatus, Item, ParsedFeed
+from .schedule import next_fetch_delay
+from .store import FeedRow, Store, StoredItem
+from .timeutil import utcnow
+
+log = logging.getLogger("aggregator.poll")
+
+
+def process_document(body: bytes, headers: dict[str, str], now: datetime) -> ParsedFeed:
+    """Bytes -> ParsedFeed of clean Items. Top-level and pure so a worker process can run it."""
+    raw = parse_feed(body, headers)
+    items = normalize_entries(raw.entries, now) if raw.entries else ()
+    error = raw.error
+    if not error and not items:
+        error = "the feed has no entries with a title or text"
+    return ParsedFeed(
+        title=raw.title,
+        link=raw.link,
+        items=items,
+        ttl=raw.ttl,
+        warning=raw.warning,
+        error=error,
+        format=raw.format,
+    )
+
+
+def make_parse_executor(workers: int) -> Executor | None:
+    """A pool of `workers` processes for parsing; None (the loop's thread pool) for 0.
+    forkserver, not fork: the daemon has threads, and forking a threaded process can
+    deadlock."""
+    if workers <= 0:
+        return None
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["aggregator.poll"])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+
+
+class ClusterStage(Protocol):
+    """The dedup stage as the poller sees it (see aggregator.dedup)."""
+
+    def assign(
+        self,
+        store: Store,
+        new: Sequence[tuple[int, int, Item]],
+        changed: Sequence[tuple[int, int, Item, StoredItem]],
+        now: datetime,
+    ) -> int:
+        """Put new/changed items (item id, feed id, item[, old]) into clusters inside the
+        caller's transaction; returns how many clusters were created."""
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class FeedOutcome:
+    """What one feed's poll did, for the per-feed summary and logs."""
+
+    feed: FeedRow
+    status: str  # new | updated | unchanged | not_modified | error | retry_later | gone
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    new_clusters: int = 0
+    error: str | None = None
+    warning: str | None = None
+    moved_to: str | None = None
+    elapsed: float = 0.0
+
+
+@dataclass
+class PollReport:
+    outcomes: list[FeedOutcome] = field(default_factory=list)
+    duration: float = 0.0
+
+    def count(self, *statuses: str) -> int:
+        return sum(1 for o in self.outcomes if o.status in statuses)
+
+    @property
+    def new_items(self) -> int:
+        return sum(o.new for o in self.outcomes)
+
+    @property
+    def updated_items(self) -> int:
+        return sum(o.updated for o in self.outcomes)
+
+    @property
+    def new_clusters(self) -> int:
+        return sum(o.new_clusters for o in self.outcomes)
+
+    @property
+    def errors(self) -> int:
+        return self.count("error", "retry_later", "gone")
+
+    @property
+    def changed(self) -> bool:
+        return self.new_items > 0 or self.updated_items > 0
+
+
+class Poller:
+    """Runs polls; holds the collaborators (store, fetcher, parse pool, dedup stage)."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        fetcher: Fetcher,
+        clusters: ClusterStage | None = None,
+        executor: Executor | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ):
+        self.config = config
+        self.store = store
+        self.fetcher = fetcher
+        self.clusters = clusters
+        self.executor = executor
+        self.clock = clock
+        self.stopping = False
+
+    async def poll(
+        self, feeds: Sequence[FeedRow], on_done: Callable[[FeedOutcome], None] | None = None
+    ) -> PollReport:
+        """Fetch and store `feeds` concurrently; one feed failing never stops the others."""
+        started = time.monotonic()
+        report = PollReport()
+
+        async def one(feed: FeedRow) -> None:
+            if self.stopping:
+                return
+            outcome = await self.poll_feed(feed)
+            report.outcomes.append(outcome)
+            if outcome.error and outcome.status in ("error", "retry_later", "gone"):
+                log.warning("feed %s (%s): %s", outcome.feed.display_name, feed.url, outcome.error)
+            if on_done:
+                on_done(outcome)
+
+        await asyncio.gather(*(one(f) for f in feeds))
+        report.duration = time.monotonic() - started
+        return report
+
+    def _interval(self, feed: FeedRow) -> float:
+        return feed.interval_s or self.config.settings.interval
+
+    async def poll_feed(self, feed: FeedRow) -> FeedOutcome:
+        fetch = await self.fetcher.fetch(feed.url, feed.etag, feed.last_modified)
+        if fetch.status is not FetchStatus.OK:
+            return self._store_failure(feed, fetch)
+        loop = asyncio.get_running_loop()
+        try:
+            parsed = await loop.run_in_executor(
+                self.executor, process_document, fetch.body, fetch.headers, fetch.fetched_at
+            )
+        except Exception as exc:  # a worker crash must not take the poll down
+            log.exception("parsing %s failed", feed.url)
+            parsed = ParsedFeed(error=f"parser crashed: {type(exc).__name__}: {exc}")
+        return self._store_document(feed, fetch, parsed)
+
+    # ------------------------------------------------------------ writing
+
+    def _store_failure(self, feed: FeedRow, fetch: FetchResult) -> FeedOutcome:
+        now = self.clock()
+        status = fetch.status.value
+        if fetch.status is FetchStatus.NOT_MODIFIED:
+            errors, feed_status, error = 0, "ok", None
+        elif fetch.status is FetchStatus.GONE:
+            errors, feed_status, error = feed.error_count + 1, "dead", fetch.error
+        else:
+            errors, feed_status, error = feed.error_count + 1, "error", fetch.error
+        delay = next_fetch_delay(
+            self._interval(feed),
+            error_count=errors,
+            retry_after=fetch.retry_after,
+            max_age=fetch.max_age,
+        )
+        with self.store.transaction():
+            state = dict(
+                status=feed_status,
+                last_fetch_at=fetch.fetched_at,
+                last_http_status=fetch.http_status,
+                error_count=errors,
+                last_error=error,
+                next_fetch_at=now + timedelta(seconds=delay),
+                etag=fetch.etag,
+                last_modified=fetch.last_modified,
+            )
+            if fetch.status is FetchStatus.NOT_MODIFIED:
+                state["last_success_at"] = fetch.fetched_at
+            if fetch.permanent_redirect:
+                state["moved_to"] = fetch.permanent_redirect
+            self.store.update_feed_state(feed.id, **state)
+            self.store.log_fetch(
+                feed.id, fetch.fetched_at, status, fetch.http_status, fetch.elapsed, error=error
+            )
+        return FeedOutcome(
+            feed=feed, status=status, error=error, moved_to=fetch.permanent_redirect,
+            elapsed=fetch.elapsed,
+        )  # fmt: skip
+
+    def _store_document(self, feed: FeedRow, fetch: FetchResult, parsed: ParsedFeed) -> FeedOutcome:
+        if parsed.error:
+            failed = FetchResult(
+                url=fetch.url, status=FetchStatus.ERROR, fetched_at=fetch.fetched_at,
+                http_status=fetch.http_status, error=parsed.error, elapsed=fetch.elapsed,
+                permanent_redirect=fetch.permanent_redirect,
+            )  # fmt: skip
+            return self._store_failure(feed, failed)
+        now = self.clock()
+        items = parsed.items
+        new_clusters = 0
+        try:
+            with self.store.transaction():
+                stored = self.store.stored_items(feed.id, [i.key for i in items])
+                fresh = [i for i in items if i.key not in stored]
+                changed = [
+                    (stored[i.key].id, feed.id, i, stored[i.key])
+                    for i in items
+                    if i.key in stored and stored[i.key].content_hash != i.content_hash
+                ]
+                ids = self.store.insert_items(feed.id, fresh, now)
+                for item_id, _, item, _ in changed:
+                    self.store.update_item(item_id, item, now)
+                if self.clusters:
+                    new_clusters = self.clusters.assign(
+                        self.store,
+                        [(i, feed.id, item) for i, item in zip(ids, fresh, strict=True)],
+                        changed,
+                        now,
+                    )
+                delay = next_fetch_delay(
+                    self._interval(feed), ttl=parsed.ttl, max_age=fetch.max_age
+                )
+                state = dict(
+                    status="ok",
+                    title=parsed.title,
+                    site_url=parsed.link,
+                    format=parsed.format,
+                    warning=parsed.warning,
+                    last_fetch_at=fetch.fetched_at,
+                    last_success_at=fetch.fetched_at,
+                    last_http_status=fetch.http_status,
+                    error_count=0,
+                    last_error=None,
+                    next_fetch_at=now + timedelta(seconds=delay),
+                    etag=fetch.etag,
+                    last_modified=fetch.last_modified,
+                    ttl_s=parsed.ttl,
+                    max_age_s=fetch.max_age,
+                    moved_to=fetch.permanent_redirect,
+                )
+                self.store.update_feed_state(feed.id, **state)
+                self.store.log_fetch(
+                    feed.id, fetch.fetched_at, "ok", fetch.http_status, fetch.elapsed,
+                    new_items=len(fresh), updated_items=len(changed),
+                )  # fmt: skip
+        except BaseException:
+            if self.clusters:
+                self.clusters.rollback()
+            raise
+        if self.clusters:
+            self.clusters.commit()
+        unchanged = len(items) - len(fresh) - len(changed)
+        status = "new" if fresh else "updated" if changed else "unchanged"
+        return FeedOutcome(
+            feed=feed, status=status, new=len(fresh), updated=len(changed), unchanged=unchanged,
+            new_clusters=new_clusters, warning=parsed.warning, moved_to=fetch.permanent_redirect,
+            elapsed=fetch.elapsed,
+        )  # fmt: skip

@@ -1,0 +1,42 @@
+"""When to fetch a feed next: its interval, error backoff, Retry-After and the feed's own
+hints (RSS <ttl>, Cache-Control max-age). Pure functions of their inputs."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+
+MAX_BACKOFF = 24 * 3600.0  # a failing feed is still tried daily
+MAX_HINT = 24 * 3600.0  # a feed cannot ask us to wait more than a day
+MIN_RETRY_AFTER = 60.0
+
+
+def next_fetch_delay(
+    interval: float,
+    *,
+    error_count: int = 0,
+    retry_after: float | None = None,
+    ttl: float | None = None,
+    max_age: float | None = None,
+) -> float:
+    """Seconds until the next fetch.
+
+    - Retry-After wins (at least a minute, at most a day): the server said when.
+    - After n consecutive errors: interval * 2**(n-1), capped at a day.
+    - Otherwise the interval, stretched (never shortened) by <ttl> or max-age up to a day:
+      a feed that says it changes hourly is not polled every 15 minutes.
+    """
+    if retry_after is not None:
+        return min(max(retry_after, MIN_RETRY_AFTER), MAX_BACKOFF)
+    if error_count > 0:
+        return min(interval * 2 ** min(error_count - 1, 20), max(interval, MAX_BACKOFF))
+    hint = max(ttl or 0.0, max_age or 0.0)
+    if hint > interval:
+        return min(hint, max(interval, MAX_HINT))
+    return interval
+
+
+def first_fetch_at(now: datetime, interval: float, rng: random.Random) -> datetime:
+    """Spread brand-new feeds over their first interval instead of fetching all at once
+    (the first 10% of the interval is left free so some feeds start right away)."""
+    return now + timedelta(seconds=rng.uniform(0, interval * 0.9) if interval > 0 else 0)

@@ -1,0 +1,424 @@
+"""SQLite storage: feeds, items, clusters, signatures, fetch log.
+
+The database is a plain SQLite file (WAL mode, busy timeout) that the daemon writes while
+CLI readers and tools like `sqlite3` or Datasette read it. The schema lives in
+db/migrations/NNN_*.sql, applied in order on open and recorded in `schema_version`.
+Each feed's result is written in one transaction, so a crash never leaves half a feed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import sqlite_utils
+
+from .config import Config
+from .errors import StoreError
+from .records import Item
+from .timeutil import from_iso, iso
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "db" / "migrations"
+BUSY_TIMEOUT_MS = 30_000
+_MIGRATION_NAME = re.compile(r"^(\d+)_[\w-]+\.sql$")
+
+
+def migrations(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, Path]]:
+    """Numbered migration files, in order."""
+    found = []
+    for path in directory.glob("*.sql"):
+        m = _MIGRATION_NAME.match(path.name)
+        if m:
+            found.append((int(m.group(1)), path))
+    return sorted(found)
+
+
+@dataclass(frozen=True)
+class FeedRow:
+    """A feed as stored: its config and fetch state."""
+
+    id: int
+    url: str
+    name: str | None
+    title: str | None
+    tags: tuple[str, ...]
+    interval_s: float | None
+    active: bool
+    status: str
+    etag: str | None
+    last_modified: str | None
+    last_fetch_at: datetime | None
+    last_error: str | None
+    error_count: int
+    next_fetch_at: datetime | None
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.title or self.url
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    """What the update logic needs to know about an item already stored."""
+
+    id: int
+    content_hash: str
+    cluster_id: int | None
+
+
+def _feed_row(row: dict) -> FeedRow:
+    return FeedRow(
+        id=row["id"],
+        url=row["url"],
+        name=row["name"],
+        title=row["title"],
+        tags=tuple(json.loads(row["tags"] or "[]")),
+        interval_s=row["interval_s"],
+        active=bool(row["active"]),
+        status=row["status"],
+        etag=row["etag"],
+        last_modified=row["last_modified"],
+        last_fetch_at=from_iso(row["last_fetch_at"]),
+        last_error=row["last_error"],
+        error_count=row["error_count"],
+        next_fetch_at=from_iso(row["next_fetch_at"]),
+    )
+
+
+class Store:
+    """The one object that reads and writes the database."""
+
+    def __init__(self, db: sqlite_utils.Database, path: Path):
+        self.db = db
+        self.path = path
+        self.conn: sqlite3.Connection = db.conn
+
+    # ------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, path: str | Path, *, migrations_dir: Path = MIGRATIONS_DIR) -> Store:
+        """Open (creating if needed) and migrate. Fails with a StoreError that names the
+        file and the fix, and never writes to a database it cannot use."""
+        path = Path(path)
+        if not path.parent.is_dir():
+            raise StoreError(
+                f"{path}: the folder {path.parent} does not exist; create it or pass --db PATH"
+            )
+        if path.exists() and path.is_dir():
+            raise StoreError(f"{path}: is a folder, not a database file; pass --db PATH/aggregator.db")
+        try:
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot open the database: {exc}") from None
+        store = cls(sqlite_utils.Database(conn), path)
+        try:
+            store._check_and_migrate(migrations_dir)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(_explain_db_error(path, exc)) from None
+        except StoreError:
+            conn.close()
+            raise
+        return store
+
+    def _check_and_migrate(self, migrations_dir: Path) -> None:
+        c = self.conn
+        # Reading the schema first proves the file is a database before anything is written.
+        c.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        known = migrations(migrations_dir)
+        latest = known[-1][0] if known else 0
+        has_version = c.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'"
+        ).fetchone()
+        current = 0
+        if has_version:
+            current = c.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
+        elif c.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise StoreError(
+                f"{self.path}: is an SQLite database, but not an aggregator one; "
+                "pass --db with another path"
+            )
+        if current > latest:
+            raise StoreError(
+                f"{self.path}: database schema version {current} is newer than this "
+                f"aggregator understands ({latest}); upgrade aggregator"
+            )
+        c.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        c.execute("PRAGMA foreign_keys = ON")
+        if current < latest or c.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            try:
+                c.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError as exc:
+                raise StoreError(f"{self.path}: cannot write the database: {exc}") from None
+        c.execute("PRAGMA synchronous = NORMAL")
+        pending = [(n, p) for n, p in known if n > current]
+        if not pending:
+            return
+        try:
+            c.execute("BEGIN IMMEDIATE")
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version ("
+                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            for number, path in pending:
+                for statement in _split_sql(path.read_text(encoding="utf-8")):
+                    c.execute(statement)
+                c.execute(
+                    "INSERT INTO schema_version VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%SZ','now'))",
+                    (number, path.name),
+                )
+            c.execute("COMMIT")
+        except sqlite3.Error:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction (BEGIN IMMEDIATE: take the write lock up front, so a busy
+        database waits instead of failing half-way)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A consistent read of several queries while the daemon writes."""
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.conn.execute("COMMIT")
+
+    def schema_version(self) -> int:
+        return self.conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+
+    # ------------------------------------------------------------ feeds
+
+    def sync_feeds(self, config: Config, now: datetime) -> list[FeedRow]:
+        """Make the feeds table match feeds.yaml: add new feeds, update names/tags/intervals,
+        mark feeds no longer listed inactive (their items stay). Returns the active feeds."""
+        with self.transaction():
+            listed = set()
+            for feed in config.feeds:
+                listed.add(feed.url)
+                self.conn.execute(
+                    """INSERT INTO feeds (url, name, tags, interval_s, active, created_at)
+                       VALUES (?, ?, ?, ?, 1, ?)
+                       ON CONFLICT (url) DO UPDATE SET
+                         name = excluded.name, tags = excluded.tags,
+                         interval_s = excluded.interval_s, active = 1""",
+                    (feed.url, feed.name, json.dumps(list(feed.tags)), feed.interval, iso(now)),
+                )
+            for (url,) in self.conn.execute("SELECT url FROM feeds WHERE active = 1").fetchall():
+                if url not in listed:
+                    self.conn.execute("UPDATE feeds SET active = 0 WHERE url = ?", (url,))
+        return self.feeds(active_only=True)
+
+    def feeds(self, active_only: bool = False) -> list[FeedRow]:
+        sql = "SELECT * FROM feeds" + (" WHERE active = 1" if active_only else "") + " ORDER BY id"
+        return [_feed_row(r) for r in self.db.query(sql)]
+
+    def feed_summaries(self) -> list[dict]:
+        """Feeds with their item counts, for `feeds list`."""
+        return list(
+            self.db.query(
+                """SELECT f.*, (SELECT count(*) FROM items i WHERE i.feed_id = f.id) AS items
+                   FROM feeds f ORDER BY f.active DESC, f.id"""
+            )
+        )
+
+    def update_feed_state(self, feed_id: int, **columns) -> None:
+        """Fetch state after one attempt (etag, status, error count, next fetch time...)."""
+        values = {k: iso(v) if isinstance(v, datetime) else v for k, v in columns.items()}
+        assignments = ", ".join(f"{k} = ?" for k in values)
+        self.conn.execute(
+            f"UPDATE feeds SET {assignments} WHERE id = ?", (*values.values(), feed_id)
+        )
+
+    def log_fetch(
+        self,
+        feed_id: int,
+        fetched_at: datetime,
+        outcome: str,
+        http_status: int | None,
+        duration: float,
+        new_items: int = 0,
+        updated_items: int = 0,
+        error: str | None = None,
+    ) -> None:
+        self.conn.execute(
+            """INSERT INTO fetch_log (feed_id, fetched_at, outcome, http_status, duration_ms,
+                                      new_items, updated_items, error)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+            (feed_id, iso(fetched_at), outcome, http_status, round(duration * 1000),
+             new_items, updated_items, error),
+        )  # fmt: skip
+
+    # ------------------------------------------------------------ items
+
+    def stored_items(self, feed_id: int, keys: Sequence[str]) -> dict[str, StoredItem]:
+        """The feed's items among `keys`, in one query per 500 keys."""
+        found: dict[str, StoredItem] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, id_, digest, cluster in self.conn.execute(
+                f"SELECT key, id, content_hash, cluster_id FROM items "
+                f"WHERE feed_id = ? AND key IN ({marks})",
+                (feed_id, *chunk),
+            ):
+                found[key] = StoredItem(id_, digest, cluster)
+        return found
+
+    def insert_items(self, feed_id: int, items: Iterable[Item], now: datetime) -> list[int]:
+        """New items; returns their ids in order."""
+        ids = []
+        stamp = iso(now)
+        for item in items:
+            cur = self.conn.execute(
+                """INSERT INTO items (feed_id, key, url, canonical_url, title, text, author,
+                       published_at, updated_at, first_seen_at, changed_at, content_hash)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (feed_id, item.key, item.url, item.canonical_url, item.title, item.text,
+                 item.author, iso(item.published), iso(item.updated), stamp, stamp,
+                 item.content_hash),
+            )  # fmt: skip
+            ids.append(cur.lastrowid)
+        return ids
+
+    def update_item(self, item_id: int, item: Item, now: datetime) -> None:
+        """A changed entry is updated in place (same row, same first-seen time)."""
+        self.conn.execute(
+            """UPDATE items SET url = ?, canonical_url = ?, title = ?, text = ?, author = ?,
+                   published_at = ?, updated_at = ?, changed_at = ?, content_hash = ?
+               WHERE id = ?""",
+            (item.url, item.canonical_url, item.title, item.text, item.author,
+             iso(item.published), iso(item.updated), iso(now), item.content_hash, item_id),
+        )  # fmt: skip
+
+    def count(self, table: str) -> int:
+        return self.conn.execute(f"SELECT count(*) FROM [{table}]").fetchone()[0]
+
+
+def _split_sql(script: str) -> list[str]:
+    """Statements of a migration file, split where SQLite says a statement is complete."""
+    statements, current = [], []
+    for line in script.splitlines(keepends=True):
+        current.append(line)
+        text = "".join(current)
+        if sqlite3.complete_statement(text):
+            statements.append(text.strip())
+            current = []
+    rest = "".join(current).strip()
+    if rest and any(not ln.strip().startswith("--") for ln in rest.splitlines() if ln.strip()):
+        raise sqlite3.OperationalError(f"incomplete statement at the end of a migration: {rest[:80]}")
+    return statements
+
+
+def _explain_db_error(path: Path, exc: sqlite3.DatabaseError) -> str:
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return f"{path}: is not a valid SQLite database ({text}); restore it from a backup or pass --db with a new path"
+    if "readonly" in text or "unable to open" in text:
+        return f"{path}: cannot write the database ({text}); check the folder's permissions or pass --db"
+    return f"{path}: database error: {text}"
+
+
+class ClusterStore:
+    """Cluster bookkeeping on top of Store: signatures, memberships, cluster stats."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.conn = store.conn
+
+    def save_signature(self, item_id: int, kind: int, size: int, lede_size: int,
+                       full: bytes, lede: bytes | None) -> None:  # fmt: skip
+        self.conn.execute(
+            "INSERT OR REPLACE INTO signatures (item_id, kind, size, lede_size, full, lede) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (item_id, kind, size, lede_size, full, lede),
+        )
+
+    def signatures_since(self, since: datetime, batch: int = 20_000) -> Iterator[list[tuple]]:
+        """(item id, cluster id, first seen, kind, size, lede size, full, lede) of items first
+        seen since `since`, in item order, in batches."""
+        cur = self.conn.execute(
+            """SELECT i.id, i.cluster_id, i.first_seen_at, s.kind, s.size, s.lede_size,
+                      s.full, s.lede
+               FROM items i JOIN signatures s ON s.item_id = i.id
+               WHERE i.first_seen_at >= ? AND i.cluster_id IS NOT NULL ORDER BY i.id""",
+            (iso(since),),
+        )
+        while rows := cur.fetchmany(batch):
+            yield rows
+
+    def exact_match(self, item_id: int, canonical_url: str | None, content_hash: str,
+                    since: datetime) -> int | None:  # fmt: skip
+        """Cluster of the earliest clustered item with the same canonical URL or content."""
+        if canonical_url:
+            row = self.conn.execute(
+                """SELECT cluster_id FROM items WHERE id != ? AND cluster_id IS NOT NULL
+                   AND first_seen_at >= ? AND (canonical_url = ? OR content_hash = ?)
+                   ORDER BY id LIMIT 1""",
+                (item_id, iso(since), canonical_url, content_hash),
+            ).fetchone()
+        else:
+            row = self.conn.execute(
+                """SELECT cluster_id FROM items WHERE id != ? AND cluster_id IS NOT NULL
+                   AND first_seen_at >= ? AND content_hash = ? ORDER BY id LIMIT 1""",
+                (item_id, iso(since), content_hash),
+            ).fetchone()
+        return row[0] if row else None
+
+    def new_cluster(self, now: datetime) -> int:
+        return self.conn.execute(
+            "INSERT INTO clusters (created_at) VALUES (?)", (iso(now),)
+        ).lastrowid
+
+    def set_item_cluster(self, item_id: int, cluster_id: int, similarity: float) -> None:
+        self.conn.execute(
+            "UPDATE items SET cluster_id = ?, similarity = ? WHERE id = ?",
+            (cluster_id, similarity, item_id),
+        )
+
+    def refresh(self, cluster_ids: Iterable[int], now: datetime) -> None:
+        """Recompute size, distinct feeds, first/last seen and representative (earliest
+        member) of each cluster from its members; delete clusters left empty."""
+        for cid in sorted(set(cluster_ids)):
+            stats = self.conn.execute(
+                """SELECT count(*), count(DISTINCT feed_id), min(published_at), max(published_at)
+                   FROM items WHERE cluster_id = ?""",
+                (cid,),
+            ).fetchone()
+            if stats[0] == 0:
+                self.conn.execute("DELETE FROM clusters WHERE id = ?", (cid,))
+                continue
+            rep = self.conn.execute(
+                "SELECT id FROM items WHERE cluster_id = ? ORDER BY published_at, id LIMIT 1",
+                (cid,),
+            ).fetchone()[0]
+            self.conn.execute(
+                """UPDATE clusters SET size = ?, feed_count = ?, first_seen = ?, last_seen = ?,
+                       representative_id = ?, updated_at = ? WHERE id = ?""",
+                (*stats, rep, iso(now), cid),
+            )
+
+    def reset(self) -> None:
+        """Forget every cluster (for a full recluster)."""
+        self.conn.execute("UPDATE items SET cluster_id = NULL, similarity = NULL")
+        self.conn.execute("DELETE FROM clusters")
