@@ -24,13 +24,13 @@ Choices, each measured with bench/dedup_quality.py and bench/dedup_speed.py:
 
 from __future__ import annotations
 
+import math
 import re
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
 from datasketch import MinHash
-from datasketch.lsh import _optimal_param
 from datasketch.minhash import _fmix
 
 from .config import DedupSettings
@@ -162,7 +162,7 @@ def similarity(a: Signature, b: Signature, settings: DedupSettings) -> float | N
     Word items: full-text Jaccard >= threshold; or, for truncated copies, ledes alike
     (Jaccard >= lede_threshold) and the shorter text mostly contained in the longer
     (containment >= containment). Short items: Jaccard >= short_threshold, and only
-    with each other.
+    with each other. See `match_rank` for how the two kinds of evidence compare.
     """
     if a.kind != b.kind:
         return None
@@ -179,10 +179,40 @@ def similarity(a: Signature, b: Signature, settings: DedupSettings) -> float | N
     lede_c = containment(jl, a.lede_size, b.lede_size)
     full_c = containment(j, a.size, b.size)
     c = max(full_c, lede_c if min(a.size, b.size) <= 1.2 * max(a.lede_size, b.lede_size) else 0)
-    return c if c >= settings.containment else None
+    return -c if c >= settings.containment else None
+
+
+def match_rank(sim: float) -> tuple[bool, float]:
+    """Sort key of a verified match. `similarity` returns containment matches as negative
+    numbers: a copy matched on its whole text (Jaccard) outranks one matched only by
+    containment, because a short summary is contained in every longer version of the
+    story, including ones that belong to another cluster."""
+    return (sim >= 0, abs(sim))
 
 
 # ---------------------------------------------------------------- LSH index
+
+
+# Share of pairs at exactly the threshold that must become candidates. Missing a copy
+# costs more than verifying a false candidate (a 128-value comparison), so the banding is
+# chosen for recall rather than by datasketch's balanced false-positive/negative weights,
+# which at threshold 0.5 and 128 permutations surface only ~55% of such pairs.
+CANDIDATE_RECALL = 0.95
+
+
+def bands_for(threshold: float, num_perm: int, recall: float = CANDIDATE_RECALL) -> tuple[int, int]:
+    """(bands, rows): the most rows per band (fewest false candidates) whose banding still
+    proposes `recall` of the pairs with Jaccard == threshold."""
+    for r in range(num_perm, 0, -1):
+        p = threshold**r
+        if p >= 1:
+            return 1, r
+        if p * num_perm < 1 - recall:  # hopeless at this r: even one band per row falls short
+            continue
+        b = math.ceil(math.log(1 - recall) / math.log1p(-p))
+        if b * r <= num_perm:
+            return b, r
+    return num_perm, 1
 
 
 class _Bands:
@@ -192,24 +222,24 @@ class _Bands:
     MERGE_AT = 8192
 
     def __init__(self, num_perm: int, threshold: float, salt: int):
-        # Missing a copy costs more than checking a false candidate (verification is cheap).
-        self.b, self.r = _optimal_param(threshold, num_perm, 0.3, 0.7)
+        self.b, self.r = bands_for(threshold, num_perm)
         rng = np.random.RandomState(salt)
         self._mult = rng.randint(1, 2**62, size=(self.b, self.r), dtype=np.uint64) | np.uint64(1)
         self._salt = rng.randint(1, 2**62, size=self.b, dtype=np.uint64)
-        self.keys = np.zeros(0, dtype=np.uint64)
+        self.keys = np.zeros(0, dtype=np.uint32)
         self.rows = np.zeros(0, dtype=np.int32)
         self._tail_keys: list[np.ndarray] = []
         self._tail_rows: list[np.ndarray] = []
         self._tail: dict[int, list[int]] = {}
 
     def band_keys(self, sigs: np.ndarray, kind: np.ndarray | int = 0) -> np.ndarray:
-        """uint64 keys, one per band, for a (n, num_perm) matrix of signatures."""
+        """uint32 keys, one per band, for a (n, num_perm) matrix of signatures."""
         bands = sigs[:, : self.b * self.r].reshape(len(sigs), self.b, self.r).astype(np.uint64)
         with np.errstate(over="ignore"):
             keys = (bands * self._mult[None]).sum(axis=2) + self._salt[None]
             keys = keys ^ (np.asarray(kind, dtype=np.uint64).reshape(-1, 1) * _MIX[2])
-        return keys
+        # 32-bit keys halve the memory; a chance collision only adds a candidate to verify
+        return ((keys ^ (keys >> np.uint64(32))) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
 
     def add(self, keys: np.ndarray, rows: np.ndarray, bulk: bool = False) -> None:
         """keys: (n, b); rows: (n,). In bulk mode nothing is queryable until merge()."""
@@ -391,6 +421,10 @@ def choose_cluster(matches: list[tuple[int, float]], clusters: dict[int, int]) -
     best: tuple[int, float] | None = None
     for row, sim in matches:
         cluster = clusters[row]
-        if best is None or sim > best[1] or (sim == best[1] and cluster < best[0]):
+        if (
+            best is None
+            or match_rank(sim) > match_rank(best[1])
+            or (match_rank(sim) == match_rank(best[1]) and cluster < best[0])
+        ):
             best = (cluster, sim)
-    return best
+    return None if best is None else (best[0], abs(best[1]))

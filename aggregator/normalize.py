@@ -11,6 +11,7 @@ import html
 import re
 import unicodedata
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -71,7 +72,11 @@ BOILERPLATE_RULES: tuple[tuple[str, str, str], ...] = (
     ("comment form", r"(?m)^\s*(leave a (reply|comment)|post a comment|\d+ comments?)\b.*", "cut"),
     ("comment form", r"your email address will not be published\b.*", "cut"),
     ("wordpress footer", r"the post\b[^\n]{0,300}?\bappeared first on\b[^\n]{0,200}", "drop"),
-    ("read more", r"(\[(…|\.\.\.)\]\s*)?\b(continue reading|read more|read the (full|rest of the) (story|article|post)|keep reading)\b[^\n]{0,120}$", "drop"),
+    (
+        "read more",
+        r"(\[(…|\.\.\.)\]\s*)?\b(continue reading|read more|read the (full|rest of the) (story|article|post)|keep reading)\b[^\n]{0,120}$",
+        "drop",
+    ),
     ("truncation marker", r"\s*(\[(…|\.\.\.)\]|…|\.\.\.)\s*$", "drop"),
     (
         "share line",
@@ -86,10 +91,66 @@ BOILERPLATE_RULES: tuple[tuple[str, str, str], ...] = (
         r"(?m)^\s*(sign up for|subscribe to|get our|join our)\b[^\n]{0,80}\bnewsletter\b[^\n]*$",
         "drop",
     ),
-    ("related links", r"(?m)^\s*(related( articles| stories| posts)?|see also|more from)\s*:?\s*$", "drop"),
+    (
+        "related links",
+        r"(?m)^\s*(related( articles| stories| posts)?|see also|more from|trending stories)\s*:?\s*$",
+        "drop",
+    ),
+    (
+        "notification widget",
+        r"(?m)^\s*(close )?(get email notifications on\b|your notification has been saved|"
+        r"there was a problem saving your notification|whenever .{1,60} posts new content|"
+        r"email notifications are only sent once a day)[^\n]*$",
+        "drop",
+    ),
+    (
+        "paywall",
+        r"(?m)^\s*(read the complete story\b|the story you.re reading is premium content\b|"
+        r"you need an online (service|subscription) to view this article\b).*",
+        "cut",
+    ),
+    ("paywall", r"(?m)^\s*(subscription required|thank you for reading!?)\s*$", "drop"),
+    (
+        "player and ad labels",
+        r"(?m)^\s*(advertisement|like this: like loading\.*|click here for reuse options!?|pause|"
+        r"loading\.*)\s*$",
+        "drop",
+    ),
+    ("player notice", r"please enable javascript to (watch|view) this video\.?", "drop"),
+    # a short first line naming the writer shifts every later word; dropped so copies
+    # with and without a byline line up
+    ("byline", r"(?m)^[ \t]*(posted |written |story )?by[ \t]+[^\n.!?]{2,60}$", "drop"),
+    ("video playlist", r"(?m)^\s*\d{1,2}:\d{2} [^\n]{0,150}$", "drop"),
+    ("copyright line", r"(?m)^\s*(©|\(©|copyright\b)[^\n]{0,200}$", "drop"),
 )
 
-_RULES = tuple((name, re.compile(p, re.IGNORECASE), action) for name, p, action in BOILERPLATE_RULES)
+_RULES = tuple(
+    (name, re.compile(p, re.IGNORECASE), action) for name, p, action in BOILERPLATE_RULES
+)
+_TRUNCATION = next(p for name, p, _ in _RULES if name == "truncation marker")
+
+
+# A paragraph repeated in this many entries (with different titles) of one feed document is
+# the site's template (author widget, subscription pitch), not the story.
+REPEATED_PARAGRAPH_ENTRIES = 3
+
+
+def repeated_paragraphs(texts: Iterable[tuple[str, str]]) -> frozenset[str]:
+    """Paragraphs that recur across entries of one feed: (title, text) pairs in, the
+    paragraphs found under at least REPEATED_PARAGRAPH_ENTRIES different titles out.
+    Re-posts of one story share a title, so they do not make their own text "repeated"."""
+    titles: dict[str, set[str]] = {}
+    for title, text in texts:
+        for para in set(text.split("\n")):
+            if para:
+                titles.setdefault(para, set()).add(title)
+    return frozenset(p for p, t in titles.items() if len(t) >= REPEATED_PARAGRAPH_ENTRIES)
+
+
+def drop_paragraphs(text: str, unwanted: frozenset[str]) -> str:
+    if not unwanted:
+        return text
+    return "\n".join(p for p in text.split("\n") if p not in unwanted)
 
 
 def strip_boilerplate(text: str) -> str:
@@ -101,10 +162,12 @@ def strip_boilerplate(text: str) -> str:
             m = pattern.search(text)
             if m:
                 text = text[: m.start()]
+                if not text.strip():
+                    break
         else:
             text = pattern.sub("", text)
     # the truncation marker may sit behind a "read more" that was just removed
-    text = _RULES[4][1].sub("", text.rstrip())
+    text = _TRUNCATION.sub("", text.rstrip())
     return _BLANK_LINES.sub("\n", text).strip()
 
 
@@ -193,7 +256,12 @@ def normalize_entry(entry: RawEntry, now: datetime) -> Item:
         key = canon
     else:
         stamp = (published or updated).isoformat() if (published or updated) else ""
-        key = "hash:" + hashlib.blake2b(f"{title}\n{stamp}\n{text[:200]}".encode(), digest_size=12).hexdigest()
+        key = (
+            "hash:"
+            + hashlib.blake2b(
+                f"{title}\n{stamp}\n{text[:200]}".encode(), digest_size=12
+            ).hexdigest()
+        )
     author = one_line(html_to_text(entry.author)) or None if entry.author else None
     return Item(
         key=key,
@@ -209,10 +277,22 @@ def normalize_entry(entry: RawEntry, now: datetime) -> Item:
 
 
 def normalize_entries(entries: Iterable[RawEntry], now: datetime) -> tuple[Item, ...]:
-    """Items of a feed, first occurrence winning when a feed repeats a key."""
+    """Items of a feed, first occurrence winning when a feed repeats a key; paragraphs
+    the feed repeats across entries (its template) are removed from every entry."""
     seen: dict[str, Item] = {}
     for entry in entries:
         item = normalize_entry(entry, now)
         if item.title or item.text:
             seen.setdefault(item.key, item)
-    return tuple(seen.values())
+    items = list(seen.values())
+    template = repeated_paragraphs((i.title, i.text) for i in items)
+    if template:
+        items = [_without(i, template) for i in items]
+    return tuple(items)
+
+
+def _without(item: Item, template: frozenset[str]) -> Item:
+    text = drop_paragraphs(item.text, template)
+    if text == item.text:
+        return item
+    return replace(item, text=text, content_hash=content_hash(item.title, text))
