@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ EPILOG = {
     "feeds export": "example:\n  aggregator feeds export > subscriptions.opml",
     "clusters list": "example:\n  aggregator clusters list --since 24h --min-size 3",
     "clusters show": "example:\n  aggregator clusters show 42 --json",
+    "run": "example:\n  aggregator run --once\n  python scheduler.py --config feeds.yaml --log-level DEBUG",
     "recluster": "example:\n  aggregator recluster --threshold 0.6",
 }
 
@@ -89,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="machine-readable output")
     c.set_defaults(handler=cmd_clusters_show)
 
+    c = command(sub, "run", "Run the daemon: poll feeds on their schedule until stopped.")
+    c.add_argument("--config", dest="run_config", help="feeds.yaml (same as the global option)")
+    c.add_argument("--db", dest="run_db", help="database file (same as the global option)")
+    c.add_argument("--once", action="store_true", help="one poll of every due or new feed, then exit")
+    c.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    c.set_defaults(handler=cmd_run)
+
     c = command(sub, "recluster", "Rebuild all clusters from stored items.")
     c.add_argument("--threshold", type=_fraction, help="Jaccard threshold (default settings.dedup.threshold)")
     c.set_defaults(handler=cmd_recluster)
@@ -96,6 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------- commands
+
+
+def cmd_run(args, config: Config) -> int:
+    from .daemon import run_daemon
+
+    logging.basicConfig(
+        level=args.log_level, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )  # fmt: skip
+    return run_daemon(config, args.run_db or args.db, args.once)
 
 
 def cmd_fetch(args, config: Config) -> int:
@@ -240,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        config = load_config(args.config)
+        config = load_config(getattr(args, "run_config", None) or args.config)
         return args.handler(args, config)
     except AggregatorError as exc:
         print(f"aggregator: {safe(exc)}", file=sys.stderr)

@@ -96,8 +96,16 @@ class _Where:
         return f"{self.path}:{node.start_mark.line + 1}"
 
 
-def _mapping(node: yaml.Node) -> dict[str, tuple[yaml.Node, yaml.Node]]:
-    return {k.value: (k, v) for k, v in node.value}
+def _mapping(node: yaml.Node, where: _Where | None = None) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+    """Keys of a mapping node; a repeated key is an error (YAML would keep the last one
+    silently, so a second `feeds:` block would drop every feed of the first)."""
+    found: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+    for k, v in node.value:
+        if k.value in found:
+            at = where(k) if where else f"line {k.start_mark.line + 1}"
+            raise ConfigError(f"{at}: duplicate key {k.value!r}; keep only one of them")
+        found[k.value] = (k, v)
+    return found
 
 
 def _scalar(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
@@ -137,7 +145,7 @@ def _settings(loader: yaml.SafeLoader, where: _Where, node: yaml.Node | None) ->
     allowed = {f.name for f in fields(Settings)}
     _check_keys(where, node, allowed, "settings")
     values: dict[str, Any] = {}
-    for name, (_, value_node) in _mapping(node).items():
+    for name, (_, value_node) in _mapping(node, where).items():
         if name == "dedup":
             values[name] = _dedup(loader, where, value_node)
             continue
@@ -172,7 +180,7 @@ def _dedup(loader: yaml.SafeLoader, where: _Where, node: yaml.Node) -> DedupSett
     defaults = DedupSettings()
     _check_keys(where, node, {f.name for f in fields(DedupSettings)}, "settings.dedup")
     values: dict[str, Any] = {}
-    for name, (_, value_node) in _mapping(node).items():
+    for name, (_, value_node) in _mapping(node, where).items():
         raw = _scalar(loader, value_node)
         try:
             if name in _DEDUP_DURATIONS:
@@ -201,7 +209,7 @@ def _feed(loader: yaml.SafeLoader, where: _Where, node: yaml.Node, index: int) -
     if not isinstance(node, yaml.MappingNode):
         raise ConfigError(f"{where(node)}: {entry} must be a URL or a mapping with `url:`")
     _check_keys(where, node, _FEED_KEYS, entry)
-    items = _mapping(node)
+    items = _mapping(node, where)
     if "url" not in items:
         raise ConfigError(f"{where(node)}: {entry} has no `url:`; add the feed's address")
     url_node = items["url"][1]
@@ -251,7 +259,7 @@ def parse_config(text: str, path: Path) -> Config:
         raise ConfigError(f"{where(root)}: expected a mapping with `settings:` and `feeds:`")
     _check_keys(where, root, {"settings", "feeds"}, "the top level")
     loader = yaml.SafeLoader("")
-    top = _mapping(root)
+    top = _mapping(root, where)
     settings = _settings(loader, where, top.get("settings", (None, None))[1])
     feeds_node = top.get("feeds", (None, None))[1]
     feeds: list[FeedConfig] = []

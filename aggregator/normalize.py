@@ -35,20 +35,22 @@ _BLANK_LINES = re.compile(r"\s*\n\s*")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\u202a-\u202e\ufeff]")
 
 
-def html_to_text(markup: str | None) -> str:
+def html_to_text(markup: str | None, is_html: bool = True) -> str:
     """Plain text of an HTML fragment: tags and scripts gone, entities decoded, Unicode NFC,
-    runs of spaces folded, one newline between paragraphs. Plain text passes through."""
+    runs of spaces folded, one newline between paragraphs. Text declared plain (is_html
+    False) keeps its angle brackets and ampersands and is only cleaned and folded."""
     if not markup:
         return ""
     s = markup
-    if "<" in s:
-        s = _COMMENTS.sub(" ", s)
-        s = _DROP_ELEMENTS.sub(" ", s)
-        s = _BLOCK_TAGS.sub("\n", s)
-        s = _TAG.sub("", s)
-    if "&" in s:
-        # Twice: feeds often double-escape (&amp;amp;), and text never needs a literal "&amp;".
-        s = html.unescape(html.unescape(s))
+    if is_html:
+        if "<" in s:
+            s = _COMMENTS.sub(" ", s)
+            s = _DROP_ELEMENTS.sub(" ", s)
+            s = _BLOCK_TAGS.sub("\n", s)
+            s = _TAG.sub("", s)
+        if "&" in s:
+            # Twice: feeds often double-escape (&amp;amp;); text never needs a literal "&amp;".
+            s = html.unescape(html.unescape(s))
     s = s.replace("\r", "\n").replace("\xa0", " ")
     s = _CONTROL.sub("", s)
     s = unicodedata.normalize("NFC", s)
@@ -71,7 +73,7 @@ def one_line(text: str) -> str:
 BOILERPLATE_RULES: tuple[tuple[str, str, str], ...] = (
     ("comment form", r"(?m)^\s*(leave a (reply|comment)|post a comment|\d+ comments?)\b.*", "cut"),
     ("comment form", r"your email address will not be published\b.*", "cut"),
-    ("wordpress footer", r"the post\b[^\n]{0,300}?\bappeared first on\b[^\n]{0,200}", "drop"),
+    ("wordpress footer", r"(?m)^[ \t]*the post\b[^\n]{0,300}?\bappeared first on\b[^\n]{0,200}$", "drop"),
     (
         "read more",
         r"(\[(…|\.\.\.)\]\s*)?\b(continue reading|read more|read the (full|rest of the) (story|article|post)|keep reading)\b[^\n]{0,120}$",
@@ -243,8 +245,8 @@ def content_hash(title: str, text: str) -> str:
 def normalize_entry(entry: RawEntry, now: datetime) -> Item:
     """One clean Item. The key is stable across fetches: guid, else canonical link, else a
     hash of title and date (so a feed without guids does not duplicate on every fetch)."""
-    title = one_line(html_to_text(entry.title))
-    text = strip_boilerplate(html_to_text(entry.content))
+    title = one_line(html_to_text(entry.title, entry.title_is_html))
+    text = strip_boilerplate(html_to_text(entry.content, entry.content_is_html))
     link = entry.link.strip() if entry.link else None
     canon = canonical_url(link)
     published = plausible_date(entry.published, now)

@@ -68,18 +68,29 @@ def _str(value: Any) -> str | None:
     return value or None
 
 
+def _is_html(detail: Any) -> bool:
+    """feedparser reports each text construct's type; only text/plain is not markup."""
+    return not (isinstance(detail, Mapping) and detail.get("type") == "text/plain")
+
+
 def _feedparser_entry(e: Mapping[str, Any]) -> RawEntry:
-    bodies = [c.get("value") or "" for c in e.get("content") or ()]
-    bodies.append(e.get("summary") or "")
-    content = max(bodies, key=len) or None
+    bodies = [(c.get("value") or "", _is_html(c)) for c in e.get("content") or ()]
+    bodies.append((e.get("summary") or "", _is_html(e.get("summary_detail"))))
+    content, content_is_html = max(bodies, key=lambda b: len(b[0]))
+    author = e.get("author_detail", {}).get("name") if isinstance(e.get("author_detail"), Mapping) else None
+    # feedparser copies the published date into `updated_parsed` when a feed has no
+    # <updated>; only a real one counts (dict membership, not .get, skips the fallback)
+    updated = e["updated_parsed"] if "updated" in e.keys() else None  # noqa: SIM118
     return RawEntry(
         guid=_str(e.get("id")),
         link=_str(e.get("link")),
         title=_str(e.get("title")),
-        content=content,
-        author=_str(e.get("author")),
+        content=content or None,
+        author=_str(author) or _str(e.get("author")),
         published=_struct_to_datetime(e.get("published_parsed") or e.get("created_parsed")),
-        updated=_struct_to_datetime(e.get("updated_parsed")),
+        updated=_struct_to_datetime(updated),
+        title_is_html=_is_html(e.get("title_detail")),
+        content_is_html=content_is_html,
     )
 
 
@@ -147,8 +158,11 @@ def parse_json_feed(body: bytes) -> RawFeed:
     for item in doc.get("items") or ():
         if not isinstance(item, dict):
             continue
-        bodies = [item.get(k) for k in ("content_html", "content_text", "summary")]
-        content = max((b for b in bodies if isinstance(b, str)), key=len, default=None)
+        bodies = [(item.get(k), k == "content_html") for k in ("content_html", "content_text", "summary")]
+        content, content_is_html = max(
+            ((b, html) for b, html in bodies if isinstance(b, str)), key=lambda b: len(b[0]),
+            default=(None, False),
+        )  # fmt: skip
         entries.append(
             RawEntry(
                 guid=_str(item.get("id")),
@@ -158,6 +172,8 @@ def parse_json_feed(body: bytes) -> RawFeed:
                 author=_json_author(item),
                 published=_iso_to_datetime(item.get("date_published")),
                 updated=_iso_to_datetime(item.get("date_modified")),
+                title_is_html=False,  # JSON Feed titles are plain text by spec
+                content_is_html=content_is_html,
             )
         )
     if not entries:

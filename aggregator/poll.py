@@ -204,8 +204,9 @@ class Poller:
                 error_count=errors,
                 last_error=error,
                 next_fetch_at=now + timedelta(seconds=delay),
-                etag=fetch.etag,
-                last_modified=fetch.last_modified,
+                # a failed attempt keeps the validators we had, so the next try stays conditional
+                etag=fetch.etag or feed.etag,
+                last_modified=fetch.last_modified or feed.last_modified,
             )
             if fetch.status is FetchStatus.NOT_MODIFIED:
                 state["last_success_at"] = fetch.fetched_at

@@ -72,10 +72,12 @@ class RawEntry:
     guid: str | None
     link: str | None
     title: str | None
-    content: str | None  # HTML or text: the longest body the feed gave
+    content: str | None  # the longest body the feed gave
     author: str | None
     published: datetime | None
     updated: datetime | None
+    title_is_html: bool = True
+    content_is_html: bool = True  # False for declared plain text (Atom type="text", content_text)
 
 
 @dataclass(frozen=True)

@@ -422,3 +422,25 @@ class ClusterStore:
         """Forget every cluster (for a full recluster)."""
         self.conn.execute("UPDATE items SET cluster_id = NULL, similarity = NULL")
         self.conn.execute("DELETE FROM clusters")
+
+
+def due_feeds(store: Store, now: datetime) -> list[FeedRow]:
+    """Active, not dead feeds whose next fetch time has come."""
+    return [
+        _feed_row(r)
+        for r in store.db.query(
+            """SELECT * FROM feeds WHERE active = 1 AND status != 'dead'
+               AND next_fetch_at IS NOT NULL AND next_fetch_at <= ? ORDER BY next_fetch_at""",
+            [iso(now)],
+        )
+    ]
+
+
+def schedule_new_feeds(store: Store, when: dict[int, datetime]) -> None:
+    """First fetch times for feeds that never had one."""
+    with store.transaction():
+        for feed_id, at in when.items():
+            store.conn.execute(
+                "UPDATE feeds SET next_fetch_at = ? WHERE id = ? AND next_fetch_at IS NULL",
+                (iso(at), feed_id),
+            )

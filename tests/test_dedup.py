@@ -1,0 +1,388 @@
+"""The pure dedup core: shingles, signatures, similarity rules, the LSH index, cluster choice.
+
+No database and no network: plain strings in, plain values out. Articles are the
+hand-written fixtures in tests/data/dedup/ (see its README.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasketch import MinHash
+
+from aggregator.config import DedupSettings
+from aggregator.dedup import (
+    KIND_CHARS,
+    KIND_WORDS,
+    SEED,
+    DedupIndex,
+    Signature,
+    Signer,
+    char_shingles,
+    choose_cluster,
+    containment,
+    jaccard,
+    similarity,
+    word_shingles,
+    words,
+)
+from aggregator.normalize import strip_boilerplate
+
+DATA = Path(__file__).parent / "data" / "dedup"
+SETTINGS = DedupSettings()
+DAY = 86400
+
+
+def article(name: str) -> tuple[str, str]:
+    """(headline, body) of a fixture article; paragraphs joined by one newline, as
+    normalize.html_to_text leaves them."""
+    headline, _, body = (DATA / f"{name}.txt").read_text(encoding="utf-8").partition("\n")
+    paragraphs = [p.strip() for p in body.split("\n\n") if p.strip()]
+    return headline.strip(), "\n".join(paragraphs)
+
+
+@pytest.fixture(scope="module")
+def signer() -> Signer:
+    return Signer(SETTINGS)
+
+
+def datasketch_minhash(shingles: np.ndarray, num_perm: int, seed: int) -> np.ndarray:
+    m = MinHash(num_perm=num_perm, seed=seed, scheme="affine32", hashfunc=lambda x: x)
+    m.update_batch(shingles)
+    return m.hashvalues
+
+
+def truncated(body: str, n_words: int, marker: str) -> str:
+    return " ".join(body.split()[:n_words]) + marker
+
+
+# ---------------------------------------------------------------- signing = datasketch
+
+
+@pytest.mark.parametrize("name", ["bridge", "market_wrap_1", "match_2"])
+def test_signature_equals_datasketch_update_batch(signer: Signer, name: str) -> None:
+    title, body = article(name)
+    sig = signer.sign(title, body)
+    full = word_shingles(words(title) + words(body), SETTINGS.shingle_words)
+    lede = word_shingles(words(body)[: SETTINGS.lede_words], SETTINGS.shingle_words)
+    assert sig.kind == KIND_WORDS
+    assert sig.size == len(full) and sig.lede_size == len(lede)
+    assert np.array_equal(sig.full, datasketch_minhash(full, SETTINGS.num_perm, SEED))
+    assert sig.lede is not None
+    assert np.array_equal(sig.lede, datasketch_minhash(lede, SETTINGS.lede_num_perm, SEED + 1))
+
+
+def test_short_signature_equals_datasketch(signer: Signer) -> None:
+    title = "Harbor Street bridge to close for eight months"
+    sig = signer.sign(title, "")
+    shingles = char_shingles(title + " ", SETTINGS.short_chars)
+    assert sig.kind == KIND_CHARS and sig.lede is None
+    assert np.array_equal(sig.full, datasketch_minhash(shingles, SETTINGS.num_perm, SEED))
+
+
+@pytest.mark.parametrize("num_perm", [16, 64, 256])
+def test_other_permutation_counts_equal_datasketch(num_perm: int) -> None:
+    settings = replace(SETTINGS, num_perm=num_perm)
+    title, body = article("rail_strike")
+    sig = Signer(settings).sign(title, body)
+    full = word_shingles(words(title) + words(body), 3)
+    assert len(sig.full) == num_perm
+    assert np.array_equal(sig.full, datasketch_minhash(full, num_perm, SEED))
+
+
+def test_empty_text_signs_like_an_empty_datasketch_minhash(signer: Signer) -> None:
+    sig = signer.sign("", "")
+    empty = MinHash(num_perm=SETTINGS.num_perm, seed=SEED, scheme="affine32")
+    assert sig.size == 0
+    assert np.array_equal(sig.full, empty.hashvalues)
+
+
+def test_signature_blob_round_trip(signer: Signer) -> None:
+    sig = signer.sign(*article("bridge"))
+    full, lede = sig.to_blobs()
+    back = Signature.from_blobs(sig.kind, sig.size, sig.lede_size, full, lede)
+    assert len(full) == 4 * SETTINGS.num_perm
+    assert np.array_equal(back.full, sig.full) and np.array_equal(back.lede, sig.lede)
+    short = signer.sign("Bridge closes", "")
+    assert short.to_blobs()[1] is None
+    assert Signature.from_blobs(KIND_CHARS, short.size, 0, short.to_blobs()[0], None).lede is None
+
+
+# ---------------------------------------------------------------- shingles
+
+
+def test_words_casefold_and_drop_punctuation() -> None:
+    assert words("The  Bridge, CLOSED! (for 8 months)") == ["the", "bridge", "closed", "for", "8", "months"]
+
+
+def test_word_shingles_count_distinct_trigrams() -> None:
+    tokens = words("a b c d a b c d")  # trigrams: abc bcd cda dab abc bcd -> 4 distinct
+    sh = word_shingles(tokens, 3)
+    assert sh.dtype == np.uint32
+    assert len(sh) == 4
+    assert len(np.unique(sh)) == len(sh)
+
+
+def test_word_shingles_are_order_sensitive_within_the_gram() -> None:
+    assert not set(word_shingles(["a", "b", "c"], 3)) & set(word_shingles(["c", "b", "a"], 3))
+
+
+def test_word_shingles_of_short_and_empty_input() -> None:
+    assert len(word_shingles([], 3)) == 0
+    assert len(word_shingles(["one", "two"], 3)) == 1  # the whole text is one shingle
+    assert not np.array_equal(word_shingles(["one", "two"], 3), word_shingles(["two", "one"], 3))
+
+
+def test_one_changed_word_changes_at_most_n_shingles() -> None:
+    _, body = article("bridge")
+    tokens = words(body)
+    changed = tokens.copy()
+    changed[100] = "ferry"
+    a, b = set(word_shingles(tokens, 3).tolist()), set(word_shingles(changed, 3).tolist())
+    assert 1 <= len(a - b) <= 3
+
+
+def test_char_shingles_normalise_case_spaces_and_punctuation() -> None:
+    a = char_shingles("Bridge to CLOSE,   for repairs!", 5)
+    b = char_shingles("bridge to close for repairs", 5)
+    assert np.array_equal(a, b)
+    assert len(char_shingles("abc", 5)) == 1  # shorter than n: one shingle
+    assert len(char_shingles("...", 5)) == 0
+    assert len(char_shingles("abcdefg", 5)) == 3
+
+
+# ---------------------------------------------------------------- sign(): word vs char items
+
+
+def test_items_below_short_words_use_char_shingles(signer: Signer) -> None:
+    short = signer.sign("Rail workers vote for three-day strike", "Union says Easter walkout is on.")
+    assert short.kind == KIND_CHARS and short.lede is None
+    long = signer.sign(*article("rail_strike"))
+    assert long.kind == KIND_WORDS and long.lede is not None
+
+
+# ---------------------------------------------------------------- similarity rules
+
+
+def make_sig(kind: int, equal: int, *, n: int = 128, size: int = 300, lede_equal: int | None = None,
+             lede_size: int = 58, base: int = 0) -> Signature:  # fmt: skip
+    """A signature sharing exactly `equal` of `n` values (and `lede_equal` of 64 lede
+    values) with make_sig(kind, n, ...) built from the same base."""
+    full = np.arange(base, base + n, dtype=np.uint32)
+    full[equal:] += np.uint32(1_000_000)
+    lede = None
+    if kind == KIND_WORDS:
+        lede = np.arange(base, base + 64, dtype=np.uint32)
+        if lede_equal is not None:
+            lede[lede_equal:] += np.uint32(1_000_000)
+    return Signature(kind, size, full, lede_size if lede is not None else 0, lede)
+
+
+def test_identical_items_have_similarity_one(signer: Signer) -> None:
+    sig = signer.sign(*article("library_fire"))
+    assert similarity(sig, sig, SETTINGS) == 1.0
+
+
+def test_full_text_threshold_is_inclusive() -> None:
+    ref = make_sig(KIND_WORDS, 128)
+    at = make_sig(KIND_WORDS, 64, lede_equal=0)  # Jaccard 0.5, ledes unlike
+    below = make_sig(KIND_WORDS, 63, lede_equal=0)
+    assert similarity(ref, at, SETTINGS) == pytest.approx(0.5)
+    assert similarity(ref, below, SETTINGS) is None
+
+
+def test_word_and_char_items_are_never_compared() -> None:
+    words_sig = make_sig(KIND_WORDS, 128)
+    chars_sig = replace(make_sig(KIND_CHARS, 128), lede=None)
+    assert jaccard(words_sig.full, chars_sig.full) == 1.0
+    assert similarity(words_sig, chars_sig, SETTINGS) is None
+    assert similarity(chars_sig, words_sig, SETTINGS) is None
+
+
+def test_short_items_need_the_short_threshold() -> None:
+    ref = make_sig(KIND_CHARS, 128)
+    needed = int(np.ceil(SETTINGS.short_threshold * 128))
+    assert similarity(ref, make_sig(KIND_CHARS, needed), SETTINGS) == pytest.approx(needed / 128)
+    assert similarity(ref, make_sig(KIND_CHARS, needed - 1), SETTINGS) is None
+    # above the word threshold but below the short one: still not a copy
+    assert SETTINGS.threshold < (needed - 1) / 128 < SETTINGS.short_threshold
+
+
+def test_containment_formula() -> None:
+    # |A|=100, |B|=40, B inside A: J = 40/100 -> containment of B in A is 1
+    assert containment(0.4, 100, 40) == pytest.approx(1.0)
+    assert containment(0.0, 100, 40) == 0.0
+    assert containment(0.5, 0, 40) == 0.0
+    assert containment(1.0, 10, 10) == 1.0
+
+
+def test_syndicated_copy_with_new_headline_and_boilerplate(signer: Signer) -> None:
+    title, body = article("bridge")
+    original = signer.sign(title, body)
+    copy_text = strip_boilerplate(
+        "By Staff Reporter\n" + body
+        + "\nThe post Bridge shut until November appeared first on Quay Times."
+        + "\nLeave a Reply\nYour email address will not be published."
+    )  # fmt: skip
+    copy = signer.sign("Bridge shut until November: what drivers need to know", copy_text)
+    sim = similarity(copy, original, SETTINGS)
+    assert sim is not None and sim >= SETTINGS.threshold
+
+
+@pytest.mark.parametrize("marker", [" …", " […] Read more", "..."])
+def test_truncated_summary_is_a_copy_through_the_lede(signer: Signer, marker: str) -> None:
+    title, body = article("bridge")
+    full = signer.sign(title, body)
+    summary = signer.sign(title, strip_boilerplate(truncated(body, 40, marker)))
+    assert summary.kind == KIND_WORDS
+    assert jaccard(summary.full, full.full) < SETTINGS.threshold  # the Jaccard path misses it
+    sim = similarity(summary, full, SETTINGS)
+    # containment matches come back negative, so they rank below Jaccard matches
+    assert sim is not None and sim < 0 and -sim >= SETTINGS.containment
+    assert similarity(full, summary, SETTINGS) == sim  # symmetric
+
+
+def test_shared_lede_with_a_different_story_after_it_is_not_a_copy(signer: Signer) -> None:
+    """Two long texts whose first 60 words agree but whose rest differs: the containment
+    path only applies when the shorter text is about lede-sized."""
+    _, bridge = article("bridge")
+    _, strike = article("rail_strike")
+    lede = " ".join(bridge.split()[:70])
+    a = signer.sign("Bridge closing", lede + "\n" + bridge)
+    b = signer.sign("Bridge closing", lede + "\n" + strike)
+    assert jaccard(a.lede, b.lede) >= SETTINGS.lede_threshold
+    assert similarity(a, b, SETTINGS) is None
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        ("market_wrap_1", "market_wrap_2"),  # same template, different numbers
+        ("match_1", "match_2"),  # same template, different teams
+        ("library_fire", "library_fire_other"),  # one event, two write-ups
+        ("bridge", "rail_strike"),  # unrelated
+    ],
+)
+def test_negatives_are_not_copies(signer: Signer, a: str, b: str) -> None:
+    assert similarity(signer.sign(*article(a)), signer.sign(*article(b)), SETTINGS) is None
+
+
+def test_short_headline_variants(signer: Signer) -> None:
+    ref = signer.sign("Rail workers vote for three-day strike over driverless trains plan", "")
+    variant = signer.sign("Rail Workers Vote For Three-Day Strike Over Driverless Trains Plan!", "")
+    suffix = signer.sign("Rail workers vote for 3-day strike over driverless trains plan", "")
+    other = signer.sign("Fire guts reading room of Millbrook public library", "")
+    assert similarity(ref, variant, SETTINGS) == 1.0
+    assert similarity(ref, suffix, SETTINGS) is not None
+    assert similarity(ref, other, SETTINGS) is None
+
+
+# ---------------------------------------------------------------- DedupIndex
+
+
+def build_index(signer: Signer, names: list[str], seen: int = 10 * DAY) -> DedupIndex:
+    index = DedupIndex(SETTINGS, capacity=2)  # small: exercises _grow
+    for i, name in enumerate(names, start=1):
+        index.add(item_id=i, cluster_id=100 + i, seen=seen, sig=signer.sign(*article(name)))
+    return index
+
+
+NAMES = ["bridge", "rail_strike", "library_fire", "market_wrap_1", "match_1"]
+
+
+def test_index_add_and_candidates(signer: Signer) -> None:
+    index = build_index(signer, NAMES)
+    assert len(index) == len(NAMES)
+    title, body = article("rail_strike")
+    copy = signer.sign("Westline strike set for Easter", body)
+    rows = index.candidates(copy, seen=10 * DAY)
+    assert 1 in rows  # row of rail_strike (rows start at 0)
+    assert [int(index.item_ids[r]) for r, _ in index.matches(copy, 10 * DAY)] == [2]
+    assert index.rows_of_item(2) == [1]
+
+
+def test_index_finds_truncated_copy_through_the_lede_table(signer: Signer) -> None:
+    index = build_index(signer, NAMES)
+    _, body = article("library_fire")
+    summary = signer.sign("Library fire", truncated(body, 40, ""))
+    matches = index.matches(summary, 10 * DAY)
+    assert [int(index.item_ids[r]) for r, _ in matches] == [3]
+
+
+def test_unrelated_item_has_no_verified_match(signer: Signer) -> None:
+    index = build_index(signer, NAMES)
+    for name in ("library_fire_other", "market_wrap_2", "match_2"):
+        assert index.matches(signer.sign(*article(name)), 10 * DAY) == []
+
+
+def test_killed_rows_are_no_longer_candidates(signer: Signer) -> None:
+    index = build_index(signer, NAMES)
+    sig = signer.sign(*article("bridge"))
+    assert index.candidates(sig, 10 * DAY) == [0]
+    index.kill(index.rows_of_item(1))
+    assert index.candidates(sig, 10 * DAY) == []
+    assert index.rows_of_item(1) == []
+    assert len(index) == len(NAMES) - 1
+    # re-adding (a moved item) makes a new row
+    row = index.add(1, 999, 10 * DAY, sig)
+    assert row == len(NAMES) and index.candidates(sig, 10 * DAY) == [row]
+
+
+def test_candidates_respect_the_window(signer: Signer) -> None:
+    window = int(SETTINGS.window)
+    sig = signer.sign(*article("bridge"))
+    index = DedupIndex(SETTINGS)
+    index.add(1, 1, seen=0, sig=sig)
+    assert index.candidates(sig, seen=window) == [0]  # exactly the window: still in
+    assert index.candidates(sig, seen=window + 1) == []  # one second older: out
+    assert index.candidates(sig, seen=5) == [0]
+
+
+def test_bulk_rows_are_queryable_after_finish_bulk(signer: Signer) -> None:
+    sigs = [signer.sign(*article(n)) for n in NAMES]
+    index = DedupIndex(SETTINGS)
+    index.add_many(np.arange(1, 6), np.arange(1, 6), np.zeros(5, dtype=np.int64), sigs, bulk=True)
+    assert index.candidates(sigs[0], 0) == []
+    index.finish_bulk()
+    assert index.candidates(sigs[0], 0) == [0]
+    assert index.nbytes > 0
+
+
+def test_tail_merge_keeps_everything_queryable(signer: Signer, monkeypatch) -> None:
+    monkeypatch.setattr("aggregator.dedup._Bands.MERGE_AT", 1)  # merge after every add
+    index = build_index(signer, NAMES)
+    assert len(index.full_bands.keys) > 0  # merged into the sorted arrays
+    for row, name in enumerate(NAMES):
+        assert row in index.candidates(signer.sign(*article(name)), 10 * DAY)
+
+
+# ---------------------------------------------------------------- choose_cluster
+
+
+def test_choose_cluster_picks_the_most_similar() -> None:
+    matches = [(0, 0.55), (1, 0.91), (2, 0.7)]
+    assert choose_cluster(matches, {0: 5, 1: 9, 2: 3}) == (9, 0.91)
+
+
+def test_choose_cluster_ties_go_to_the_older_cluster() -> None:
+    clusters = {0: 9, 1: 4, 2: 7}
+    assert choose_cluster([(0, 0.8), (1, 0.8), (2, 0.8)], clusters) == (4, 0.8)
+    assert choose_cluster([(2, 0.8), (1, 0.8), (0, 0.8)], clusters) == (4, 0.8)
+
+
+def test_choose_cluster_prefers_a_jaccard_match_over_a_containment_match() -> None:
+    """A summary is contained in every longer version of its story; a whole-text match is
+    stronger evidence, whatever the numbers."""
+    clusters = {0: 3, 1: 8}
+    assert choose_cluster([(0, -0.95), (1, 0.6)], clusters) == (8, 0.6)
+    assert choose_cluster([(1, 0.6), (0, -0.95)], clusters) == (8, 0.6)
+    # among containment matches the highest containment wins; the result is positive
+    assert choose_cluster([(0, -0.75), (1, -0.9)], clusters) == (8, 0.9)
+    assert choose_cluster([(0, -0.9), (1, -0.9)], clusters) == (3, 0.9)
+
+
+def test_choose_cluster_without_matches_is_a_new_story() -> None:
+    assert choose_cluster([], {}) is None
