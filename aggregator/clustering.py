@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -32,6 +33,19 @@ from .store import ClusterStore, Store, StoredItem
 from .timeutil import from_iso
 
 log = logging.getLogger("aggregator.clustering")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One item waiting for its cluster."""
+
+    item_id: int
+    feed_id: int
+    canonical_url: str | None
+    content_hash: str
+    published: datetime
+    seen: int  # first-seen time, epoch seconds
+    signature: Signature
 
 
 def _useful_url(url: str | None) -> str | None:
@@ -86,44 +100,69 @@ class Clusterer:
         new: Sequence[tuple[int, int, Item]],
         changed: Sequence[tuple[int, int, Item, StoredItem]],
         now: datetime,
+        signatures: Mapping[str, Signature] | None = None,
     ) -> int:
-        """Cluster new and changed items; returns how many clusters were created."""
+        """Cluster new and changed items (signatures by item key when the parse workers
+        computed them); returns how many clusters were created."""
         clusters = ClusterStore(store)
-        touched: set[int] = set()
-        created = 0
         seen = int(now.timestamp())
+        retired: set[int] = set()
         for item_id, _, _, old in changed:
             rows = self.index.rows_of_item(item_id)
             self.index.kill(rows)
             self._killed.extend(rows)
             if old.cluster_id is not None:
-                touched.add(old.cluster_id)
-        work = [(i, item) for i, _, item in new] + [(i, item) for i, _, item, _ in changed]
-        for item_id, item in work:
-            sig = self.signer.sign(item.title, item.text)
-            cluster, sim, fresh = self._place(clusters, item_id, item, sig, seen, now)
-            created += fresh
-            touched.add(cluster)
+                retired.add(old.cluster_id)
+        work = [
+            Placement(item_id, feed_id, item.canonical_url, item.content_hash, item.published, seen,
+                      (signatures or {}).get(item.key) or self.signer.sign(item.title, item.text))
+            for item_id, feed_id, item, *_ in [*new, *changed]
+        ]  # fmt: skip
+        return self._place_batch(clusters, work, now, retired)
+
+    def _place_batch(
+        self, clusters: ClusterStore, work: Sequence[Placement], now: datetime, touched: set[int]
+    ) -> int:
+        """Decide each item's cluster in order (see the module docstring), then write the
+        memberships and signatures in bulk and refresh the clusters that gained members."""
+        if not work:
+            clusters.refresh(touched, now)
+            return 0
+        window = self.settings.window
+        exact_url, exact_hash = clusters.exact_candidates(
+            [u for w in work if (u := _useful_url(w.canonical_url))],
+            [w.content_hash for w in work],
+            since=min(w.seen for w in work) - window,
+            exclude={w.item_id for w in work},
+        )
+        created = 0
+        assignments = []
+        for w in work:
+            url = _useful_url(w.canonical_url)
+            hits = [h for h in (exact_url.get(url) if url else None, exact_hash.get(w.content_hash))
+                    if h is not None and h[2] >= w.seen - window]  # fmt: skip
+            sim = 1.0
+            if hits:
+                cluster = min(hits)[1]
+                touched.add(cluster)
+            else:
+                matches = self.index.matches(w.signature, w.seen)
+                choice = choose_cluster(matches, {r: int(self.index.cluster_ids[r]) for r, _ in matches})
+                if choice:
+                    cluster, sim = choice
+                    touched.add(cluster)
+                else:
+                    cluster = clusters.new_singleton(w.item_id, w.published, now)
+                    created += 1
+            assignments.append((cluster, sim, w.item_id))
+            if url:
+                exact_url.setdefault(url, (w.item_id, cluster, w.seen))
+            exact_hash.setdefault(w.content_hash, (w.item_id, cluster, w.seen))
+            self._added.append(self.index.add(w.item_id, cluster, w.seen, w.signature))
+        clusters.save_signatures((w.item_id, w.signature) for w in work)
+        clusters.set_item_clusters(assignments)
         clusters.refresh(touched, now)
         return created
-
-    def _place(self, clusters: ClusterStore, item_id: int, item: Item, sig: Signature,
-               seen: int, now: datetime) -> tuple[int, float, bool]:  # fmt: skip
-        full, lede = sig.to_blobs()
-        clusters.save_signature(item_id, sig.kind, sig.size, sig.lede_size, full, lede)
-        since = datetime.fromtimestamp(seen - self.settings.window, tz=now.tzinfo)
-        cluster = clusters.exact_match(item_id, _useful_url(item.canonical_url), item.content_hash, since)
-        sim, fresh = 1.0, False
-        if cluster is None:
-            matches = self.index.matches(sig, seen)
-            choice = choose_cluster(matches, {r: int(self.index.cluster_ids[r]) for r, _ in matches})
-            if choice:
-                cluster, sim = choice
-        if cluster is None:
-            cluster, fresh = clusters.new_cluster(now), True
-        clusters.set_item_cluster(item_id, cluster, sim)
-        self._added.append(self.index.add(item_id, cluster, seen, sig))
-        return cluster, sim, fresh
 
     def commit(self) -> None:
         self._added.clear()
@@ -153,24 +192,19 @@ class Clusterer:
             last_id = 0
             while True:
                 rows = conn.execute(
-                    """SELECT id, title, text, canonical_url, content_hash, first_seen_at
+                    """SELECT id, feed_id, title, text, canonical_url, content_hash, published_at,
+                              first_seen_at
                        FROM items WHERE id > ? ORDER BY id LIMIT 2000""",
                     (last_id,),
                 ).fetchall()
                 if not rows:
                     break
-                touched: set[int] = set()
-                for item_id, title, text, canon, digest, first_seen in rows:
+                work = []
+                for item_id, feed_id, title, text, canon, digest, published, first_seen in rows:
                     seen_at = from_iso(first_seen)
-                    item = Item(key="", url=None, canonical_url=canon, title=title, text=text,
-                                author=None, published=seen_at, updated=None,
-                                content_hash=digest)  # fmt: skip
-                    sig = self.signer.sign(title, text)
-                    cluster, _, _ = self._place(
-                        clusters, item_id, item, sig, int(seen_at.timestamp()), seen_at
-                    )
-                    touched.add(cluster)
-                clusters.refresh(touched, seen_at)
+                    work.append(Placement(item_id, feed_id, canon, digest, from_iso(published),
+                                          int(seen_at.timestamp()), self.signer.sign(title, text)))  # fmt: skip
+                self._place_batch(clusters, work, seen_at, set())
                 last_id = rows[-1][0]
                 done += len(rows)
                 if progress:

@@ -68,7 +68,8 @@ def one_line(text: str) -> str:
 #
 # The rules, in one table. Each is (name, pattern, action):
 #   "cut"   - the match and everything after it is a footer, not the story;
-#   "drop"  - remove just the matched text (a line, a sentence, a marker).
+#   "drop"  - remove just the matched text (a line, a sentence, a marker);
+#   "tail"  - like drop, but only at the very end of the text (its last 300 characters).
 # Patterns run on paragraph-separated plain text (see html_to_text), case-insensitively.
 BOILERPLATE_RULES: tuple[tuple[str, str, str], ...] = (
     ("comment form", r"(?m)^\s*(leave a (reply|comment)|post a comment|\d+ comments?)\b.*", "cut"),
@@ -77,9 +78,9 @@ BOILERPLATE_RULES: tuple[tuple[str, str, str], ...] = (
     (
         "read more",
         r"(\[(…|\.\.\.)\]\s*)?\b(continue reading|read more|read the (full|rest of the) (story|article|post)|keep reading)\b[^\n]{0,120}$",
-        "drop",
+        "tail",
     ),
-    ("truncation marker", r"\s*(\[(…|\.\.\.)\]|…|\.\.\.)\s*$", "drop"),
+    ("truncation marker", r"\s*(\[(…|\.\.\.)\]|…|\.\.\.)\s*$", "tail"),
     (
         "share line",
         r"(?m)^\s*(share( this( story| article| post)?)?|tweet|email|print|like this:?|"
@@ -130,6 +131,10 @@ _RULES = tuple(
     (name, re.compile(p, re.IGNORECASE), action) for name, p, action in BOILERPLATE_RULES
 )
 _TRUNCATION = next(p for name, p, _ in _RULES if name == "truncation marker")
+_CUTS = tuple(p for _, p, action in _RULES if action == "cut")
+_TAILS = tuple(p for _, p, action in _RULES if action == "tail")
+_DROPS = tuple(p for _, p, action in _RULES if action == "drop")
+_TAIL_CHARS = 300
 
 
 # A paragraph repeated in this many entries (with different titles) of one feed document is
@@ -159,17 +164,18 @@ def strip_boilerplate(text: str) -> str:
     """Text without the footers, pitches and share lines of BOILERPLATE_RULES."""
     if not text:
         return text
-    for _, pattern, action in _RULES:
-        if action == "cut":
-            m = pattern.search(text)
-            if m:
-                text = text[: m.start()]
-                if not text.strip():
-                    break
-        else:
-            text = pattern.sub("", text)
+    for pattern in _CUTS:
+        m = pattern.search(text)
+        if m:
+            text = text[: m.start()]
+    for pattern in _DROPS:
+        text = pattern.sub("", text)
+    for pattern in _TAILS:
+        cut = max(0, len(text) - _TAIL_CHARS)
+        text = text[:cut] + pattern.sub("", text[cut:])
     # the truncation marker may sit behind a "read more" that was just removed
-    text = _TRUNCATION.sub("", text.rstrip())
+    cut = max(0, len(text) - _TAIL_CHARS)
+    text = text[:cut] + _TRUNCATION.sub("", text[cut:].rstrip())
     return _BLANK_LINES.sub("\n", text).strip()
 
 

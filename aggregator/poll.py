@@ -11,13 +11,14 @@ import asyncio
 import logging
 import multiprocessing
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from .config import Config
+from .config import Config, DedupSettings
+from .dedup import Signature, Signer
 from .fetch import Fetcher
 from .normalize import normalize_entries
 from .parse import parse_feed
@@ -29,14 +30,29 @@ from .timeutil import utcnow
 log = logging.getLogger("aggregator.poll")
 
 
-def process_document(body: bytes, headers: dict[str, str], now: datetime) -> ParsedFeed:
-    """Bytes -> ParsedFeed of clean Items. Top-level and pure so a worker process can run it."""
+@dataclass(frozen=True)
+class Document:
+    """A parsed feed plus the MinHash signatures of its items (by item key), computed in
+    the same worker so the CPU-heavy signing runs on every core, not in the event loop."""
+
+    feed: ParsedFeed
+    signatures: dict[str, Signature] = field(default_factory=dict)
+
+
+_signers: dict[DedupSettings, Signer] = {}
+
+
+def process_document(
+    body: bytes, headers: dict[str, str], now: datetime, dedup: DedupSettings | None = None
+) -> Document:
+    """Bytes -> clean Items (and their signatures). Top-level and pure so a worker process
+    can run it."""
     raw = parse_feed(body, headers)
     items = normalize_entries(raw.entries, now) if raw.entries else ()
     error = raw.error
     if not error and not items:
         error = "the feed has no entries with a title or text"
-    return ParsedFeed(
+    parsed = ParsedFeed(
         title=raw.title,
         link=raw.link,
         items=items,
@@ -45,6 +61,10 @@ def process_document(body: bytes, headers: dict[str, str], now: datetime) -> Par
         error=error,
         format=raw.format,
     )
+    if dedup is None or error:
+        return Document(parsed)
+    signer = _signers.get(dedup) or _signers.setdefault(dedup, Signer(dedup))
+    return Document(parsed, {i.key: signer.sign(i.title, i.text) for i in items})
 
 
 def make_parse_executor(workers: int) -> Executor | None:
@@ -67,6 +87,7 @@ class ClusterStage(Protocol):
         new: Sequence[tuple[int, int, Item]],
         changed: Sequence[tuple[int, int, Item, StoredItem]],
         now: datetime,
+        signatures: Mapping[str, Signature] | None = None,
     ) -> int:
         """Put new/changed items (item id, feed id, item[, old]) into clusters inside the
         caller's transaction; returns how many clusters were created."""
@@ -170,14 +191,15 @@ class Poller:
         if fetch.status is not FetchStatus.OK:
             return self._store_failure(feed, fetch)
         loop = asyncio.get_running_loop()
+        dedup = self.config.settings.dedup if self.clusters else None
         try:
-            parsed = await loop.run_in_executor(
-                self.executor, process_document, fetch.body, fetch.headers, fetch.fetched_at
+            doc = await loop.run_in_executor(
+                self.executor, process_document, fetch.body, fetch.headers, fetch.fetched_at, dedup
             )
         except Exception as exc:  # a worker crash must not take the poll down
             log.exception("parsing %s failed", feed.url)
-            parsed = ParsedFeed(error=f"parser crashed: {type(exc).__name__}: {exc}")
-        return self._store_document(feed, fetch, parsed)
+            doc = Document(ParsedFeed(error=f"parser crashed: {type(exc).__name__}: {exc}"))
+        return self._store_document(feed, fetch, doc.feed, doc.signatures)
 
     # ------------------------------------------------------------ writing
 
@@ -221,7 +243,9 @@ class Poller:
             elapsed=fetch.elapsed,
         )  # fmt: skip
 
-    def _store_document(self, feed: FeedRow, fetch: FetchResult, parsed: ParsedFeed) -> FeedOutcome:
+    def _store_document(
+        self, feed: FeedRow, fetch: FetchResult, parsed: ParsedFeed, signatures: dict
+    ) -> FeedOutcome:
         if parsed.error:
             failed = FetchResult(
                 url=fetch.url, status=FetchStatus.ERROR, fetched_at=fetch.fetched_at,
@@ -250,6 +274,7 @@ class Poller:
                         [(i, feed.id, item) for i, item in zip(ids, fresh, strict=True)],
                         changed,
                         now,
+                        signatures,
                     )
                 delay = next_fetch_delay(
                     self._interval(feed), ttl=parsed.ttl, max_age=fetch.max_age

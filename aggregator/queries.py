@@ -31,10 +31,17 @@ class ClusterView:
     first_seen: datetime
     last_seen: datetime
     items: tuple[MemberView, ...]
+    updated: datetime | None = None  # last time a member joined or changed
+
+    @property
+    def sources(self) -> int:
+        """Distinct outlets that carried the story."""
+        return len({m.feed for m in self.items}) or self.feeds
 
     def to_json(self) -> dict:
         """The documented, stable JSON shape (times ISO 8601 UTC)."""
         d = asdict(self)
+        del d["updated"]
         for key in ("first_seen", "last_seen"):
             d[key] = _iso(d[key])
         for item in d["items"]:
@@ -82,7 +89,7 @@ def _load(store: Store, ids: list[int]) -> list[ClusterView]:
         r[0]: r
         for r in conn.execute(
             f"""SELECT c.id, c.size, c.feed_count, c.first_seen, c.last_seen, c.representative_id,
-                       i.title, i.url
+                       i.title, i.url, c.updated_at
                 FROM clusters c LEFT JOIN items i ON i.id = c.representative_id
                 WHERE c.id IN ({marks})""",
             ids,
@@ -102,7 +109,7 @@ def _load(store: Store, ids: list[int]) -> list[ClusterView]:
     for cid in ids:
         if cid not in clusters:
             continue
-        _, size, feeds, first, last, rep_id, title, url = clusters[cid]
+        _, size, feeds, first, last, rep_id, title, url, updated = clusters[cid]
         rows = members[cid]
         sigs = {
             r[1]: Signature.from_blobs(r[6], r[7], r[8], r[9], r[10]) for r in rows if r[9] is not None
@@ -120,7 +127,8 @@ def _load(store: Store, ids: list[int]) -> list[ClusterView]:
             for r in rows
         )
         views.append(
-            ClusterView(cid, size, feeds, title or "", url, from_iso(first), from_iso(last), items)
+            ClusterView(cid, size, feeds, title or "", url, from_iso(first), from_iso(last), items,
+                        from_iso(updated))  # fmt: skip
         )
     return views
 
@@ -131,6 +139,30 @@ def _similarity(rep: Signature | None, sig: Signature | None, is_rep: bool) -> f
     if rep is None or sig is None or rep.kind != sig.kind or len(rep.full) != len(sig.full):
         return None
     return round(jaccard(rep.full, sig.full), 3)
+
+
+def digest_clusters(
+    store: Store,
+    since: datetime,
+    limit: int,
+    min_size: int = 1,
+    tags: tuple[str, ...] = (),
+) -> list[ClusterView]:
+    """Clusters active (a member joined or changed) since `since`, most recently active
+    first; with `tags`, only clusters carried by at least one feed with one of the tags."""
+    sql = "SELECT c.id FROM clusters c WHERE c.updated_at >= ? AND c.size >= ?"
+    args: list = [since.strftime("%Y-%m-%dT%H:%M:%SZ"), min_size]
+    if tags:
+        sql += (
+            " AND EXISTS (SELECT 1 FROM items i JOIN feeds f ON f.id = i.feed_id, json_each(f.tags) t"
+            f" WHERE i.cluster_id = c.id AND t.value IN ({','.join('?' * len(tags))}))"
+        )
+        args.extend(tags)
+    sql += " ORDER BY c.updated_at DESC, c.id DESC LIMIT ?"
+    args.append(limit)
+    with store.snapshot():
+        ids = [r[0] for r in store.conn.execute(sql, args)]
+        return _load(store, ids)
 
 
 def feed_rows(store: Store) -> list[dict]:

@@ -14,8 +14,9 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import sqlite_utils
 
@@ -346,14 +347,6 @@ class ClusterStore:
         self.store = store
         self.conn = store.conn
 
-    def save_signature(self, item_id: int, kind: int, size: int, lede_size: int,
-                       full: bytes, lede: bytes | None) -> None:  # fmt: skip
-        self.conn.execute(
-            "INSERT OR REPLACE INTO signatures (item_id, kind, size, lede_size, full, lede) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (item_id, kind, size, lede_size, full, lede),
-        )
-
     def signatures_since(self, since: datetime, batch: int = 20_000) -> Iterator[list[tuple]]:
         """(item id, cluster id, first seen, kind, size, lede size, full, lede) of items first
         seen since `since`, in item order, in batches."""
@@ -367,34 +360,51 @@ class ClusterStore:
         while rows := cur.fetchmany(batch):
             yield rows
 
-    def exact_match(self, item_id: int, canonical_url: str | None, content_hash: str,
-                    since: datetime) -> int | None:  # fmt: skip
-        """Cluster of the earliest clustered item with the same canonical URL or content."""
-        if canonical_url:
-            row = self.conn.execute(
-                """SELECT cluster_id FROM items WHERE id != ? AND cluster_id IS NOT NULL
-                   AND first_seen_at >= ? AND (canonical_url = ? OR content_hash = ?)
-                   ORDER BY id LIMIT 1""",
-                (item_id, iso(since), canonical_url, content_hash),
-            ).fetchone()
-        else:
-            row = self.conn.execute(
-                """SELECT cluster_id FROM items WHERE id != ? AND cluster_id IS NOT NULL
-                   AND first_seen_at >= ? AND content_hash = ? ORDER BY id LIMIT 1""",
-                (item_id, iso(since), content_hash),
-            ).fetchone()
-        return row[0] if row else None
+    def exact_candidates(
+        self, urls: Sequence[str], hashes: Sequence[str], since: int, exclude: set[int]
+    ) -> tuple[dict[str, tuple[int, int, int]], dict[str, tuple[int, int, int]]]:
+        """Earliest clustered item (id, cluster, first-seen epoch) per canonical URL and per
+        content hash among `urls`/`hashes`, first seen since `since` (epoch seconds)."""
+        by_url: dict[str, tuple[int, int, int]] = {}
+        by_hash: dict[str, tuple[int, int, int]] = {}
+        cutoff = iso(datetime.fromtimestamp(since, tz=UTC))
+        for column, values, found in (("canonical_url", urls, by_url), ("content_hash", hashes, by_hash)):
+            values = sorted(set(values))
+            for start in range(0, len(values), 500):
+                chunk = values[start : start + 500]
+                for item_id, cluster, key, first_seen in self.conn.execute(
+                    f"""SELECT id, cluster_id, {column}, first_seen_at FROM items
+                        WHERE {column} IN ({",".join("?" * len(chunk))})
+                        AND cluster_id IS NOT NULL AND first_seen_at >= ? ORDER BY id""",
+                    (*chunk, cutoff),
+                ):
+                    if item_id not in exclude:
+                        found.setdefault(key, (item_id, cluster, int(from_iso(first_seen).timestamp())))
+        return by_url, by_hash
 
-    def new_cluster(self, now: datetime) -> int:
+    def new_singleton(self, item_id: int, published: datetime, now: datetime) -> int:
+        """A cluster whose only member is `item_id`, its stats already known."""
         return self.conn.execute(
-            "INSERT INTO clusters (created_at) VALUES (?)", (iso(now),)
+            """INSERT INTO clusters (representative_id, size, feed_count, first_seen, last_seen,
+                                     updated_at, created_at) VALUES (?, 1, 1, ?, ?, ?, ?)""",
+            (item_id, iso(published), iso(published), iso(now), iso(now)),
         ).lastrowid
 
-    def set_item_cluster(self, item_id: int, cluster_id: int, similarity: float) -> None:
-        self.conn.execute(
-            "UPDATE items SET cluster_id = ?, similarity = ? WHERE id = ?",
-            (cluster_id, similarity, item_id),
+    def save_signatures(self, signatures: Iterable[tuple[int, Any]]) -> None:
+        """(item id, dedup.Signature) pairs."""
+        rows = []
+        for item_id, sig in signatures:
+            full, lede = sig.to_blobs()
+            rows.append((item_id, sig.kind, sig.size, sig.lede_size, full, lede))
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO signatures (item_id, kind, size, lede_size, full, lede) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
         )
+
+    def set_item_clusters(self, assignments: Iterable[tuple[int, float, int]]) -> None:
+        """(cluster id, similarity, item id) triples."""
+        self.conn.executemany("UPDATE items SET cluster_id = ?, similarity = ? WHERE id = ?", assignments)
 
     def refresh(self, cluster_ids: Iterable[int], now: datetime) -> None:
         """Recompute size, distinct feeds, first/last seen and representative (earliest
