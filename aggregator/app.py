@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
-from pathlib import Path
 
 from .clustering import Clusterer
 from .config import Config, database_path
 from .fetch import Fetcher, make_client
 from .poll import FeedOutcome, Poller, PollReport, make_parse_executor
-from .store import Store
+from .store import FeedRow, Store
 from .timeutil import utcnow
 
 
@@ -28,12 +28,14 @@ def open_store(config: Config, db_override: str | None = None) -> Iterator[Store
 
 @dataclass
 class Pipeline:
-    """Everything a poll needs, built once and reused across polls (the daemon) or
-    used for one pass (`aggregator fetch`)."""
+    """Everything a poll needs, built once and reused across polls (the daemon) or used
+    for one pass (`aggregator fetch`). Close it to stop the parse workers."""
 
     config: Config
     store: Store
     clusterer: Clusterer
+    executor: Executor | None = None
+    _executor_ready: bool = False
 
     @classmethod
     def start(cls, config: Config, store: Store) -> Pipeline:
@@ -41,37 +43,43 @@ class Pipeline:
         clusterer.load(store, utcnow())
         return cls(config, store, clusterer)
 
+    def _parse_executor(self, feeds: int) -> Executor | None:
+        if not self._executor_ready and feeds > 1:
+            self.executor = make_parse_executor(self.config.settings.parse_workers)
+            self._executor_ready = True
+        return self.executor
+
     async def poll(
         self,
-        feeds=None,
+        feeds: Sequence[FeedRow] | None = None,
         on_done: Callable[[FeedOutcome], None] | None = None,
     ) -> PollReport:
         """Fetch `feeds` (default: every active feed) once."""
         settings = self.config.settings
         if feeds is None:
             feeds = self.store.sync_feeds(self.config, utcnow())
-        executor = make_parse_executor(settings.parse_workers) if len(feeds) > 1 else None
-        try:
-            async with make_client(settings) as client:
-                poller = Poller(self.config, self.store, Fetcher(client, settings),
-                                self.clusterer, executor)  # fmt: skip
-                return await poller.poll(feeds, on_done)
-        finally:
-            if executor:
-                executor.shutdown(cancel_futures=True)
+        executor = self._parse_executor(len(feeds))
+        async with make_client(settings) as client:
+            poller = Poller(self.config, self.store, Fetcher(client, settings),
+                            self.clusterer, executor)  # fmt: skip
+            return await poller.poll(feeds, on_done)
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.executor = None
 
 
 def fetch_all(
     config: Config, store: Store, on_start: Callable[[int], None] | None = None,
     on_done: Callable[[FeedOutcome], None] | None = None,
 ) -> PollReport:  # fmt: skip
-    """`aggregator fetch`: one pass over all active feeds."""
-    feeds = store.sync_feeds(config, utcnow())
+    """`aggregator fetch`: one pass over all active feeds that are not dead."""
+    feeds = [f for f in store.sync_feeds(config, utcnow()) if f.status != "dead"]
     if on_start:
         on_start(len(feeds))
     pipeline = Pipeline.start(config, store)
-    return asyncio.run(pipeline.poll(feeds, on_done))
-
-
-def default_db_path(config: Config, override: str | None) -> Path:
-    return database_path(config, override)
+    try:
+        return asyncio.run(pipeline.poll(feeds, on_done))
+    finally:
+        pipeline.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -12,6 +11,7 @@ from . import __version__, app, opml, queries
 from .clustering import Clusterer
 from .config import CONFIG_ENV, DB_ENV, Config, load_config
 from .errors import AggregatorError
+from .logs import configure as configure_logging
 from .output import Progress, is_terminal, print_json, print_table, safe
 from .timeutil import from_iso, relative, utcnow
 from .units import parse_duration
@@ -24,6 +24,7 @@ EPILOG = {
     "clusters list": "example:\n  aggregator clusters list --since 24h --min-size 3",
     "clusters show": "example:\n  aggregator clusters show 42 --json",
     "run": "example:\n  aggregator run --once\n  python scheduler.py --config feeds.yaml --log-level DEBUG",
+    "digest": "example:\n  aggregator digest --format rss -o digest.rss\n  aggregator digest --format json -o - --min-size 3",
     "recluster": "example:\n  aggregator recluster --threshold 0.6",
 }
 
@@ -96,7 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--db", dest="run_db", help="database file (same as the global option)")
     c.add_argument("--once", action="store_true", help="one poll of every due or new feed, then exit")
     c.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    c.add_argument("--log-format", default="text", choices=["text", "json"],
+                   help="json: one JSON object per line, for log collectors")
     c.set_defaults(handler=cmd_run)
+
+    c = command(sub, "digest", "Write the digest feed (one entry per story) now.")
+    c.add_argument("--format", choices=["atom", "rss", "json"],
+                   help="default settings.digest.format (atom)")
+    c.add_argument("-o", "--output", type=Path,
+                   help="file to write atomically; - for stdout (default settings.digest_path)")
+    c.add_argument("--min-size", type=int, help="only stories carried at least this many times")
+    c.add_argument("--tag", action="append", help="only stories from feeds with this tag (repeatable)")
+    c.add_argument("--since", type=_duration, help="window (default settings.digest.window, 48h)")
+    c.set_defaults(handler=cmd_digest)  # fmt: skip
 
     c = command(sub, "recluster", "Rebuild all clusters from stored items.")
     c.add_argument("--threshold", type=_fraction, help="Jaccard threshold (default settings.dedup.threshold)")
@@ -110,10 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args, config: Config) -> int:
     from .daemon import run_daemon
 
-    logging.basicConfig(
-        level=args.log_level, stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )  # fmt: skip
+    configure_logging(args.log_level, args.log_format)
     return run_daemon(config, args.run_db or args.db, args.once)
 
 
@@ -232,6 +242,32 @@ def cmd_clusters_show(args, config: Config) -> int:
           "" if m.similarity is None else f"{m.similarity:.2f}", m.title, m.url or "")
          for m in view.items],
     )  # fmt: skip
+    return 0
+
+
+def cmd_digest(args, config: Config) -> int:
+    from dataclasses import replace
+
+    from .config import relative_to_config
+    from .digest import write_atomically
+    from .publish import build_digest
+
+    settings = config.settings.digest
+    changes = {k: v for k, v in (("min_size", args.min_size), ("window", args.since),
+                                 ("tags", tuple(args.tag) if args.tag else None)) if v is not None}  # fmt: skip
+    settings = replace(settings, **changes)
+    fmt = args.format or settings.format
+    with app.open_store(config, args.db) as store:
+        rendered = build_digest(store, settings, utcnow(), formats=(fmt,))[fmt]
+    if str(args.output) == "-":
+        sys.stdout.buffer.write(rendered.body)
+        return 0
+    target = args.output or relative_to_config(config, config.settings.digest_path)
+    try:
+        write_atomically(target, rendered.body)
+    except OSError as exc:
+        raise AggregatorError(f"{target}: cannot write the digest: {exc.strerror}") from None
+    print(f"wrote {fmt} digest to {target} ({len(rendered.body):,} bytes)", file=sys.stderr)
     return 0
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from .config import DedupSettings
 from .dedup import DedupIndex, Signature, Signer, choose_cluster
 from .records import Item
-from .store import ClusterStore, Store, StoredItem
+from .store import ClusterStore, Store, StoredItem, bump_cluster_generation, cluster_generation
 from .timeutil import from_iso
 
 log = logging.getLogger("aggregator.clustering")
@@ -66,12 +66,15 @@ class Clusterer:
         self._added: list[int] = []
         self._killed: list[int] = []
         self.rebuild_seconds = 0.0
+        self.generation = -1  # cluster generation the index was built from
 
     # ------------------------------------------------------------ start-up
 
     def load(self, store: Store, now: datetime) -> int:
         """Rebuild the index from stored signatures of items inside the window."""
         started = time.perf_counter()
+        self.index = DedupIndex(self.settings)
+        self.generation = cluster_generation(store)
         clusters = ClusterStore(store)
         since = now - timedelta(seconds=self.settings.window)
         loaded = 0
@@ -189,6 +192,7 @@ class Clusterer:
         done = 0
         with store.transaction():
             clusters.reset()
+            bump_cluster_generation(store)
             last_id = 0
             while True:
                 rows = conn.execute(

@@ -41,6 +41,18 @@ class DedupSettings:
 
 
 @dataclass(frozen=True)
+class DigestSettings:
+    """The published digest feed (`settings.digest`)."""
+
+    window: float = 48 * 3600  # clusters active this recently are in the digest
+    max_entries: int = 100
+    min_size: int = 1  # only stories carried at least this many times
+    tags: tuple[str, ...] = ()  # only stories from feeds with one of these tags
+    format: str = "atom"  # format of the file at settings.digest_path: atom | rss | json
+    title: str = "aggregator digest"
+
+
+@dataclass(frozen=True)
 class Settings:
     """Global settings (`settings:` in feeds.yaml)."""
 
@@ -54,7 +66,26 @@ class Settings:
     per_host: int = 2
     max_redirects: int = 5
     parse_workers: int = 2  # processes parsing feeds in parallel; 0 parses in a thread
+    retention: float = 90 * 86400  # items first seen longer ago are pruned daily
+    check_every: float = 5.0  # how often the daemon looks for due feeds
+    digest_path: str = "db/digest.xml"
+    http: str = "127.0.0.1:8080"  # where the daemon serves the digest; "off" disables
     dedup: DedupSettings = field(default_factory=DedupSettings)
+    digest: DigestSettings = field(default_factory=DigestSettings)
+
+    def http_address(self) -> tuple[str, int] | None:
+        """(host, port) to serve on, or None when serving is off."""
+        return parse_http(self.http)
+
+
+def parse_http(text: str) -> tuple[str, int] | None:
+    """`127.0.0.1:8080`, `[::1]:8080`, `:8080` (loopback) or `off`."""
+    if text.strip().lower() in ("off", "false", "no", ""):
+        return None
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not host:port (like 127.0.0.1:8080) or off")
+    return (host.strip("[]") or "127.0.0.1", int(port))
 
 
 @dataclass(frozen=True)
@@ -77,7 +108,7 @@ class Config:
         return feed.interval if feed.interval is not None else self.settings.interval
 
 
-_DURATION_SETTINGS = {"interval", "timeout", "connect_timeout"}
+_DURATION_SETTINGS = {"interval", "timeout", "connect_timeout", "retention", "check_every"}
 _SIZE_SETTINGS = {"max_bytes"}
 _INT_SETTINGS = {"concurrency", "per_host", "max_redirects", "parse_workers"}
 _DEDUP_DURATIONS = {"window"}
@@ -149,6 +180,17 @@ def _settings(loader: yaml.SafeLoader, where: _Where, node: yaml.Node | None) ->
         if name == "dedup":
             values[name] = _dedup(loader, where, value_node)
             continue
+        if name == "digest":
+            values[name] = _digest(loader, where, value_node)
+            continue
+        if name == "http":
+            raw = _scalar(loader, value_node)
+            try:
+                parse_http("off" if raw is False else str(raw))
+            except ValueError as exc:
+                raise ConfigError(f"{where(value_node)}: settings.http: {exc}") from None
+            values[name] = "off" if raw is False else str(raw)
+            continue
         raw = _scalar(loader, value_node)
         try:
             if name in _DURATION_SETTINGS:
@@ -196,6 +238,36 @@ def _dedup(loader: yaml.SafeLoader, where: _Where, node: yaml.Node) -> DedupSett
         except ValueError as exc:
             raise ConfigError(f"{where(value_node)}: settings.dedup.{name}: {exc}") from None
     return DedupSettings(**values)
+
+
+def _digest(loader: yaml.SafeLoader, where: _Where, node: yaml.Node) -> DigestSettings:
+    if not isinstance(node, yaml.MappingNode):
+        raise ConfigError(f"{where(node)}: `settings.digest` must be a mapping of key: value")
+    _check_keys(where, node, {f.name for f in fields(DigestSettings)}, "settings.digest")
+    values: dict[str, Any] = {}
+    for name, (_, value_node) in _mapping(node, where).items():
+        raw = _scalar(loader, value_node)
+        try:
+            if name == "window":
+                values[name] = parse_duration(raw)
+            elif name in ("max_entries", "min_size"):
+                if not isinstance(raw, int) or isinstance(raw, bool) or raw <= 0:
+                    raise ValueError(f"{raw!r} must be a whole number > 0")
+                values[name] = raw
+            elif name == "tags":
+                tags = [raw] if isinstance(raw, str) else raw
+                if not isinstance(tags, list):
+                    raise ValueError("must be a list like [world, tech]")
+                values[name] = tuple(str(t) for t in tags)
+            elif name == "format":
+                if raw not in ("atom", "rss", "json"):
+                    raise ValueError(f"{raw!r} must be atom, rss or json")
+                values[name] = raw
+            else:
+                values[name] = str(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{where(value_node)}: settings.digest.{name}: {exc}") from None
+    return DigestSettings(**values)
 
 
 def _feed(loader: yaml.SafeLoader, where: _Where, node: yaml.Node, index: int) -> FeedConfig:
@@ -295,6 +367,12 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read config: {exc}") from None
     return parse_config(text, p)
+
+
+def relative_to_config(config: Config, path: str) -> Path:
+    """Paths in feeds.yaml are relative to the file itself."""
+    p = Path(path)
+    return p if p.is_absolute() else config.path.parent / p
 
 
 def database_path(config: Config, override: str | None = None) -> Path:

@@ -1,10 +1,17 @@
-"""The long-running service: an APScheduler (3.x, asyncio) job polls for due feeds every
-few seconds and fetches them with the shared bounded client.
+"""The long-running service: APScheduler (3.x, asyncio) jobs keep the store current and
+the digest published.
 
-Each feed's `next_fetch_at` lives in the database, so a restarted daemon picks up where
-it stopped and does not refetch what is not yet due. Brand-new feeds are spread over
-their first interval (jitter) instead of all being fetched at once; `--once` fetches
-every feed that is due or new, then exits.
+- every `check_every` seconds: reload feeds.yaml if it changed (or on SIGHUP), then fetch
+  the feeds whose `next_fetch_at` has come, and republish the digest if anything changed;
+- daily: prune items older than `retention` (clusters keep their counts) and rebuild the
+  dedup index, which also drops rows of items that left the window;
+- hourly: `PRAGMA optimize` and a WAL checkpoint.
+
+Each feed's `next_fetch_at` lives in the database, so a restarted daemon does not refetch
+what is not yet due; brand-new feeds are spread over their first interval. SIGTERM/SIGINT
+stop new fetches and cancel waiting ones; a feed's write is one synchronous transaction,
+so cancellation never lands inside it. A second daemon on the same database refuses to
+start (a lock file beside it); CLI readers do not take the lock.
 """
 
 from __future__ import annotations
@@ -16,25 +23,35 @@ import logging
 import os
 import random
 import signal
+from datetime import timedelta
 from pathlib import Path
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from .app import Pipeline
-from .config import Config, database_path
-from .errors import StoreError
+from .config import Config, database_path, load_config
+from .errors import ConfigError, StoreError
+from .publish import DigestCache, publish
 from .schedule import first_fetch_at
-from .store import Store, due_feeds, schedule_new_feeds
-from .timeutil import utcnow
+from .serve import DigestServer
+from .store import (
+    Store,
+    cluster_generation,
+    due_feeds,
+    health,
+    maintain,
+    prune,
+    schedule_new_feeds,
+)  # fmt: skip
+from .timeutil import iso, utcnow
 
 log = logging.getLogger("aggregator.daemon")
-POLL_EVERY = 5.0  # seconds between looks for due feeds
+SHUTDOWN_GRACE = 8.0  # seconds in-flight work gets after SIGTERM (we promise exit within 10)
 
 
 @contextlib.contextmanager
 def single_instance(db_path: Path):
-    """An exclusive lock beside the database: a second daemon refuses to start (CLI
-    readers do not take it and keep working)."""
+    """An exclusive lock beside the database: a second daemon refuses to start."""
     lock_path = db_path.with_name(db_path.name + ".lock")
     handle = open(lock_path, "a+")  # noqa: SIM115 - held for the daemon's lifetime
     try:
@@ -56,6 +73,14 @@ def single_instance(db_path: Path):
         handle.close()
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
 class Daemon:
     def __init__(self, config: Config, store: Store, *, once: bool = False, seed: int | None = None):
         self.config = config
@@ -63,8 +88,18 @@ class Daemon:
         self.once = once
         self.rng = random.Random(seed)
         self.pipeline = Pipeline.start(config, store)
+        log.info("dedup index rebuilt: %d items in %.2fs",
+                 len(self.pipeline.clusterer.index), self.pipeline.clusterer.rebuild_seconds)  # fmt: skip
+        self.cache = DigestCache()
+        self.server: DigestServer | None = None
+        self._config_stamp = _stamp(config.path)
+        self._reload_requested = False
         self._busy = asyncio.Lock()
         self._stop = asyncio.Event()
+        self._poll_task: asyncio.Task | None = None
+        self.last_poll: str | None = None
+
+    # ------------------------------------------------------------ config
 
     def _sync(self) -> None:
         feeds = self.store.sync_feeds(self.config, utcnow())
@@ -77,45 +112,145 @@ class Daemon:
         if new:
             schedule_new_feeds(self.store, new)
 
+    def request_reload(self) -> None:
+        self._reload_requested = True
+
+    def _maybe_reload(self) -> None:
+        stamp = _stamp(self.config.path)
+        if not self._reload_requested and stamp == self._config_stamp:
+            return
+        self._reload_requested = False
+        self._config_stamp = stamp
+        try:
+            new = load_config(self.config.path)
+        except ConfigError as exc:
+            log.error("config reload failed, keeping the previous config: %s", exc)
+            return
+        before = {f.url for f in self.config.feeds}
+        after = {f.url for f in new.feeds}
+        for key in ("database", "http", "dedup", "parse_workers"):
+            if getattr(new.settings, key) != getattr(self.config.settings, key):
+                log.warning("settings.%s changed: takes effect after a restart", key)
+        self.config = new
+        self.pipeline.config = new
+        self._sync()
+        log.info("config reloaded: %d feeds (+%d, -%d)", len(after), len(after - before),
+                 len(before - after))  # fmt: skip
+
+    # ------------------------------------------------------------ jobs
+
     async def tick(self) -> None:
         """Fetch whatever is due; skipped while the previous tick is still running."""
         if self._busy.locked() or self._stop.is_set():
             return
         async with self._busy:
+            self._maybe_reload()
+            if cluster_generation(self.store) != self.pipeline.clusterer.generation:
+                log.info("clusters were rebuilt by recluster; reloading the dedup index")
+                self.pipeline.clusterer.load(self.store, utcnow())
             due = due_feeds(self.store, utcnow())
             if not due:
                 return
-            report = await self.pipeline.poll(due)
+            self._poll_task = asyncio.ensure_future(self.pipeline.poll(due))
+            try:
+                report = await self._poll_task
+            except asyncio.CancelledError:
+                log.info("poll cancelled by shutdown; finished feeds are stored")
+                return
+            finally:
+                self._poll_task = None
+            self.last_poll = iso(utcnow())
             log.info(
-                "poll: due=%d fetched=%d not_modified=%d new_items=%d new_clusters=%d "
-                "errors=%d duration=%.1fs",
+                "poll: due=%d fetched=%d not_modified=%d new_items=%d updated_items=%d "
+                "new_clusters=%d errors=%d duration=%.1fs",
                 len(due), report.count("new", "updated", "unchanged"),
-                report.count("not_modified"), report.new_items, report.new_clusters,
-                report.errors, report.duration,
+                report.count("not_modified"), report.new_items, report.updated_items,
+                report.new_clusters, report.errors, report.duration,
             )  # fmt: skip
+            if report.changed:
+                self.publish()
+            self._update_health()
+
+    def publish(self) -> None:
+        try:
+            publish(self.config, self.store, utcnow(), self.cache,
+                    self.server.base_url if self.server else None)  # fmt: skip
+        except OSError as exc:
+            log.error("cannot write the digest to %s: %s", self.config.settings.digest_path, exc)
+        self._update_health()
+
+    def _update_health(self) -> None:
+        self.cache.health = {"status": "ok", "last_poll": self.last_poll, **health(self.store)}
+
+    async def prune_job(self) -> None:
+        async with self._busy:
+            cutoff = utcnow() - timedelta(seconds=self.config.settings.retention)
+            items, clusters = prune(self.store, cutoff)
+            self.pipeline.clusterer.load(self.store, utcnow())
+            log.info("pruned %d items and %d emptied clusters first seen before %s; "
+                     "dedup index rebuilt", items, clusters, iso(cutoff))  # fmt: skip
+            if items:
+                self.publish()
+
+    async def maintain_job(self) -> None:
+        async with self._busy:
+            maintain(self.store)
+
+    # ------------------------------------------------------------ life cycle
+
+    def stop(self) -> None:
+        if not self._stop.is_set():
+            log.info("stopping: no new fetches; waiting for feeds in flight")
+        self._stop.set()
+        if self._poll_task is not None:
+            self._poll_task.cancel()
 
     async def run(self) -> int:
         self._sync()
         if self.once:
+            self._maybe_reload()
             await self.tick()
+            self.publish()
             return 0
+        settings = self.config.settings
+        address = settings.http_address()
+        if address:
+            try:
+                self.server = DigestServer(address, self.cache).start()
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot serve the digest on {settings.http}: {exc.strerror}; "
+                    "change settings.http or set it to off"
+                ) from None
+            log.info("serving the digest at %s/digest.atom", self.server.base_url)
+        self.publish()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
-        scheduler = AsyncIOScheduler()
-        scheduler.add_job(self.tick, "interval", seconds=POLL_EVERY, max_instances=1,
-                          coalesce=True, next_run_time=utcnow())  # fmt: skip
+            loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        scheduler = AsyncIOScheduler(event_loop=loop)
+        now = utcnow()
+        scheduler.add_job(self.tick, "interval", seconds=settings.check_every, max_instances=1,
+                          coalesce=True, next_run_time=now)  # fmt: skip
+        scheduler.add_job(self.prune_job, "interval", days=1, max_instances=1, coalesce=True,
+                          next_run_time=now + timedelta(minutes=1))  # fmt: skip
+        scheduler.add_job(self.maintain_job, "interval", hours=1, max_instances=1, coalesce=True)
         scheduler.start()
-        log.info("daemon started: %d feeds, database %s", len(self.config.feeds), self.store.path)
-        await self._stop.wait()
-        log.info("stopping: waiting for feeds in flight")
-        scheduler.shutdown(wait=False)
+        log.info("daemon started: %d feeds, database %s, pid %d",
+                 len(self.config.feeds), self.store.path, os.getpid())  # fmt: skip
         try:
-            async with asyncio.timeout(8):
-                async with self._busy:
-                    pass
-        except TimeoutError:
-            log.warning("feeds still in flight after 8s; their transactions are rolled back")
+            await self._stop.wait()
+            scheduler.shutdown(wait=False)
+            try:
+                async with asyncio.timeout(SHUTDOWN_GRACE):
+                    async with self._busy:
+                        pass
+            except TimeoutError:
+                log.warning("work still running after %.0fs; leaving it", SHUTDOWN_GRACE)
+        finally:
+            if self.server:
+                self.server.stop()
+        log.info("stopped")
         return 0
 
 
@@ -124,6 +259,10 @@ def run_daemon(config: Config, db_override: str | None, once: bool) -> int:
     store = Store.open(db_path)
     try:
         with single_instance(db_path):
-            return asyncio.run(Daemon(config, store, once=once).run())
+            daemon = Daemon(config, store, once=once)
+            try:
+                return asyncio.run(daemon.run())
+            finally:
+                daemon.pipeline.close()
     finally:
         store.close()

@@ -408,7 +408,8 @@ class ClusterStore:
 
     def refresh(self, cluster_ids: Iterable[int], now: datetime) -> None:
         """Recompute size, distinct feeds, first/last seen and representative (earliest
-        member) of each cluster from its members; delete clusters left empty."""
+        member) of each cluster from its members (plus any pruned ones); delete clusters
+        left empty."""
         for cid in sorted(set(cluster_ids)):
             stats = self.conn.execute(
                 """SELECT count(*), count(DISTINCT feed_id), min(published_at), max(published_at)
@@ -422,10 +423,15 @@ class ClusterStore:
                 "SELECT id FROM items WHERE cluster_id = ? ORDER BY published_at, id LIMIT 1",
                 (cid,),
             ).fetchone()[0]
+            count, feeds, first, last = stats
+            # after pruning, counts and first-seen remember the members that are gone
             self.conn.execute(
-                """UPDATE clusters SET size = ?, feed_count = ?, first_seen = ?, last_seen = ?,
-                       representative_id = ?, updated_at = ? WHERE id = ?""",
-                (*stats, rep, iso(now), cid),
+                """UPDATE clusters SET
+                       size = ? + pruned,
+                       feed_count = CASE WHEN pruned > 0 THEN max(feed_count, ?) ELSE ? END,
+                       first_seen = CASE WHEN pruned > 0 THEN min(first_seen, ?) ELSE ? END,
+                       last_seen = ?, representative_id = ?, updated_at = ? WHERE id = ?""",
+                (count, feeds, feeds, first, first, last, rep, iso(now), cid),
             )
 
     def reset(self) -> None:
@@ -454,3 +460,78 @@ def schedule_new_feeds(store: Store, when: dict[int, datetime]) -> None:
                 "UPDATE feeds SET next_fetch_at = ? WHERE id = ? AND next_fetch_at IS NULL",
                 (iso(at), feed_id),
             )
+
+
+def prune(store: Store, before: datetime) -> tuple[int, int]:
+    """Delete items first seen before `before` (with their signatures). Clusters keep their
+    counts: their `pruned` column records the loss, their representative moves to the
+    earliest remaining member, and clusters with no member left are deleted.
+    Returns (items deleted, clusters deleted)."""
+    cutoff = iso(before)
+    c = store.conn
+    with store.transaction():
+        c.execute(
+            """CREATE TEMP TABLE IF NOT EXISTS doomed (id INTEGER PRIMARY KEY, cluster_id INTEGER)"""
+        )
+        c.execute("DELETE FROM doomed")
+        c.execute(
+            "INSERT INTO doomed SELECT id, cluster_id FROM items WHERE first_seen_at < ?", (cutoff,)
+        )
+        items = c.execute("SELECT count(*) FROM doomed").fetchone()[0]
+        if not items:
+            return 0, 0
+        c.execute("DELETE FROM signatures WHERE item_id IN (SELECT id FROM doomed)")
+        c.execute("DELETE FROM items WHERE id IN (SELECT id FROM doomed)")
+        c.execute(
+            """UPDATE clusters SET pruned = pruned + (SELECT count(*) FROM doomed d
+                                                       WHERE d.cluster_id = clusters.id)
+               WHERE id IN (SELECT cluster_id FROM doomed)"""
+        )
+        gone = c.execute(
+            """DELETE FROM clusters WHERE id IN (SELECT cluster_id FROM doomed)
+               AND NOT EXISTS (SELECT 1 FROM items i WHERE i.cluster_id = clusters.id)"""
+        ).rowcount
+        c.execute(
+            """UPDATE clusters SET representative_id = (
+                   SELECT id FROM items i WHERE i.cluster_id = clusters.id
+                   ORDER BY published_at, id LIMIT 1)
+               WHERE id IN (SELECT cluster_id FROM doomed)"""
+        )
+        c.execute("DELETE FROM doomed")
+    return items, gone
+
+
+def maintain(store: Store) -> None:
+    """Periodic upkeep: refresh the query planner's statistics, fold the WAL back."""
+    store.conn.execute("PRAGMA optimize")
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def cluster_generation(store: Store) -> int:
+    """Bumped by every recluster, so a running daemon knows to reload its index."""
+    row = store.conn.execute("SELECT value FROM meta WHERE key = 'cluster_generation'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def bump_cluster_generation(store: Store) -> None:
+    store.conn.execute(
+        "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'cluster_generation'"
+    )
+
+
+def health(store: Store) -> dict:
+    """Counts for /healthz and `stats`."""
+    c = store.conn
+    with store.snapshot():
+        by_status = dict(
+            c.execute("SELECT status, count(*) FROM feeds WHERE active = 1 GROUP BY status").fetchall()
+        )
+        return {
+            "feeds_ok": by_status.get("ok", 0),
+            "feeds_failing": by_status.get("error", 0),
+            "feeds_dead": by_status.get("dead", 0),
+            "feeds_new": by_status.get("new", 0),
+            "items": c.execute("SELECT count(*) FROM items").fetchone()[0],
+            "clusters": c.execute("SELECT count(*) FROM clusters").fetchone()[0],
+            "last_fetch": c.execute("SELECT max(fetched_at) FROM fetch_log").fetchone()[0],
+        }

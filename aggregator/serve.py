@@ -1,0 +1,105 @@
+"""The daemon's read-only HTTP server: the digest in three formats and a health check.
+
+It runs in a thread and only reads the in-memory DigestCache (never the database), so a
+slow client cannot hold a database lock. Conditional requests get 304, so feed readers
+can poll it cheaply."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from email.utils import parsedate_to_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from .publish import DigestCache
+
+log = logging.getLogger("aggregator.serve")
+ROUTES = {"/digest.atom": "atom", "/digest.rss": "rss", "/digest.json": "json"}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "aggregator"
+    cache: DigestCache
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def do_HEAD(self) -> None:  # noqa: N802 - stdlib naming
+        self._answer(send_body=False)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._answer(send_body=True)
+
+    def _answer(self, send_body: bool) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/healthz":
+            body = json.dumps(self.cache.health, indent=2).encode()
+            return self._send(200, {"Content-Type": "application/json", "Cache-Control": "no-store"},
+                              body, send_body)  # fmt: skip
+        fmt = ROUTES.get(path)
+        if fmt is None:
+            return self._send(404, {"Content-Type": "text/plain; charset=utf-8"},
+                              b"not found: try /digest.atom, /digest.rss, /digest.json or /healthz\n",
+                              send_body)  # fmt: skip
+        rendered = self.cache.get(fmt)
+        if rendered is None:
+            return self._send(503, {"Content-Type": "text/plain; charset=utf-8", "Retry-After": "5"},
+                              b"the digest is being built; retry in a few seconds\n", send_body)  # fmt: skip
+        headers = {
+            "Content-Type": rendered.content_type,
+            "ETag": rendered.etag,
+            "Last-Modified": rendered.last_modified,
+            "Cache-Control": "no-cache",
+        }
+        if self._not_modified(rendered.etag, rendered.last_modified):
+            return self._send(304, headers, b"", False)
+        return self._send(200, headers, rendered.body, send_body)
+
+    def _not_modified(self, etag: str, last_modified: str) -> bool:
+        inm = self.headers.get("If-None-Match")
+        if inm is not None:
+            return etag in {t.strip().removeprefix("W/") for t in inm.split(",")} or inm.strip() == "*"
+        ims = self.headers.get("If-Modified-Since")
+        if ims:
+            try:
+                return parsedate_to_datetime(ims) >= parsedate_to_datetime(last_modified)
+            except (TypeError, ValueError):
+                return False
+        return False
+
+    def _send(self, status: int, headers: dict[str, str], body: bytes, send_body: bool) -> None:
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        if status != 304:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if send_body and body:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self.wfile.write(body)
+
+
+class DigestServer:
+    """Serves the cache on (host, port) in a background thread."""
+
+    def __init__(self, address: tuple[str, int], cache: DigestCache):
+        handler = type("Handler", (_Handler,), {"cache": cache})
+        self.httpd = ThreadingHTTPServer(address, handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="digest-http", daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        host = f"[{host}]" if ":" in str(host) else host
+        return f"http://{host}:{port}"
+
+    def start(self) -> DigestServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
