@@ -30,6 +30,7 @@ class DedupSettings:
     window: float = 14 * 86400  # only items first seen this recently are indexed
     num_perm: int = 128  # MinHash permutations for the full-text signature
     lede_num_perm: int = 64  # permutations for the lede (opening words) signature
+    shingles: str = "words"  # "words" (word n-grams) or "chars" (char n-grams): measured choice
     shingle_words: int = 3  # word n-gram size for items with enough text
     lede_words: int = 60  # opening words compared to catch truncated copies
     short_words: int = 25  # below this many words an item is "short": char n-grams
@@ -227,6 +228,10 @@ def _dedup(loader: yaml.SafeLoader, where: _Where, node: yaml.Node) -> DedupSett
         try:
             if name in _DEDUP_DURATIONS:
                 values[name] = parse_duration(raw)
+            elif name == "shingles":
+                if raw not in ("words", "chars"):
+                    raise ValueError(f"{raw!r} must be words or chars")
+                values[name] = raw
             elif isinstance(getattr(defaults, name), int):
                 if not isinstance(raw, int) or isinstance(raw, bool) or raw <= 0:
                     raise ValueError(f"{raw!r} must be a whole number > 0")

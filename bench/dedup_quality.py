@@ -766,9 +766,17 @@ def _cli(args: list[str], what: str) -> str:
     return proc.stdout
 
 
+# `--set key=value` options: written into settings.dedup of every generated config, so the
+# same run can compare thresholds, shingle kinds or permutation counts.
+DEDUP_OVERRIDES: dict[str, str] = {}
+
+
 def write_config(path: Path, feeds: Sequence[tuple[str, str]]) -> None:
     """feeds.yaml listing `(url, name)` pairs in order (strings JSON-quoted: valid YAML)."""
-    lines = ["feeds:"]
+    lines = []
+    if DEDUP_OVERRIDES:
+        lines += ["settings:", "  dedup:"] + [f"    {k}: {v}" for k, v in DEDUP_OVERRIDES.items()]
+    lines += ["feeds:"]
     for url, name in feeds:
         lines += [f"  - url: {json.dumps(url)}", f"    name: {json.dumps(name)}"]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -985,12 +993,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--keep", type=Path, help="keep generated configs and databases here")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="settings.dedup override, e.g. --set threshold=0.6 (repeatable)")
     parser.add_argument(
         "--no-cli",
         action="store_true",
         help="skip the aggregator: check the feeds parse with feedparser, score baselines only",
     )
     args = parser.parse_args(argv)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        DEDUP_OVERRIDES[key.strip()] = value.strip()
     if not CORPUS.exists():
         print(f"corpus missing: {CORPUS} not found; nothing to benchmark")
         return 0
