@@ -78,22 +78,37 @@ class Clusterer:
         clusters = ClusterStore(store)
         since = now - timedelta(seconds=self.settings.window)
         loaded = 0
+        skipped = 0
         for batch in clusters.signatures_since(since):
-            sigs = [Signature.from_blobs(r[3], r[4], r[5], r[6], r[7]) for r in batch]
-            sigs = [s for s in sigs if len(s.full) == self.settings.num_perm]
-            if len(sigs) != len(batch):  # num_perm changed: those items need re-signing
+            rows, sigs = [], []
+            for r in batch:
+                sig = Signature.from_blobs(r[3], r[4], r[5], r[6], r[7])
+                if self._fits(sig):
+                    rows.append(r)
+                    sigs.append(sig)
+            skipped += len(batch) - len(rows)
+            if not rows:
                 continue
             self.index.add_many(
-                np.array([r[0] for r in batch], dtype=np.int64),
-                np.array([r[1] for r in batch], dtype=np.int64),
-                np.array([int(from_iso(r[2]).timestamp()) for r in batch], dtype=np.int64),
+                np.array([r[0] for r in rows], dtype=np.int64),
+                np.array([r[1] for r in rows], dtype=np.int64),
+                np.array([int(from_iso(r[2]).timestamp()) for r in rows], dtype=np.int64),
                 sigs,
                 bulk=True,
             )
-            loaded += len(batch)
+            loaded += len(rows)
+        if skipped:
+            log.warning("%d stored signatures were made with other num_perm settings and are not "
+                        "indexed; run `aggregator recluster` to re-sign them", skipped)  # fmt: skip
         self.index.finish_bulk()
         self.rebuild_seconds = time.perf_counter() - started
         return loaded
+
+    def _fits(self, sig: Signature) -> bool:
+        """A stored signature is usable only with the permutation counts it was made with."""
+        if len(sig.full) != self.settings.num_perm:
+            return False
+        return sig.lede is None or len(sig.lede) == self.settings.lede_num_perm
 
     # ------------------------------------------------------------ online
 
@@ -107,6 +122,10 @@ class Clusterer:
     ) -> int:
         """Cluster new and changed items (signatures by item key when the parse workers
         computed them); returns how many clusters were created."""
+        if cluster_generation(store) != self.generation:
+            # another process reclustered: our index holds cluster ids that no longer exist
+            log.info("clusters were rebuilt elsewhere; reloading the dedup index")
+            self.load(store, now)
         clusters = ClusterStore(store)
         seen = int(now.timestamp())
         retired: set[int] = set()
@@ -116,10 +135,17 @@ class Clusterer:
             self._killed.extend(rows)
             if old.cluster_id is not None:
                 retired.add(old.cluster_id)
+        signatures = signatures or {}
+
+        def signature(item: Item) -> Signature:
+            sig = signatures.get(item.key)
+            return sig if sig is not None and self._fits(sig) else self.signer.sign(item.title, item.text)
+
+        # a changed item keeps its first-seen time, as a recluster would see it
         work = [
-            Placement(item_id, feed_id, item.canonical_url, item.content_hash, item.published, seen,
-                      (signatures or {}).get(item.key) or self.signer.sign(item.title, item.text))
-            for item_id, feed_id, item, *_ in [*new, *changed]
+            Placement(item_id, feed_id, item.canonical_url, item.content_hash, item.published,
+                      seen if old is None else int(old.first_seen.timestamp()), signature(item))
+            for item_id, feed_id, item, old in [*((*n, None) for n in new), *changed]
         ]  # fmt: skip
         return self._place_batch(clusters, work, now, retired)
 
@@ -214,4 +240,5 @@ class Clusterer:
                 if progress:
                     progress(done, total)
             self.commit()
+        self.generation = cluster_generation(store)
         return conn.execute("SELECT count(*) FROM clusters").fetchone()[0]

@@ -172,7 +172,15 @@ class Poller:
         async def one(feed: FeedRow) -> None:
             if self.stopping:
                 return
-            outcome = await self.poll_feed(feed)
+            try:
+                outcome = await self.poll_feed(feed)
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # a bug or a database error: this feed only
+                log.exception("feed %s (%s): unexpected error", feed.display_name, feed.url)
+                outcome = FeedOutcome(
+                    feed=feed, status="error", error=f"internal error: {type(exc).__name__}: {exc}"
+                )
             report.outcomes.append(outcome)
             if outcome.error and outcome.status in ("error", "retry_later", "gone"):
                 log.warning("feed %s (%s): %s", outcome.feed.display_name, feed.url, outcome.error)

@@ -71,6 +71,7 @@ class StoredItem:
     id: int
     content_hash: str
     cluster_id: int | None
+    first_seen: datetime
 
 
 def _feed_row(row: dict) -> FeedRow:
@@ -278,12 +279,12 @@ class Store:
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for key, id_, digest, cluster in self.conn.execute(
-                f"SELECT key, id, content_hash, cluster_id FROM items "
+            for key, id_, digest, cluster, first_seen in self.conn.execute(
+                f"SELECT key, id, content_hash, cluster_id, first_seen_at FROM items "
                 f"WHERE feed_id = ? AND key IN ({marks})",
                 (feed_id, *chunk),
             ):
-                found[key] = StoredItem(id_, digest, cluster)
+                found[key] = StoredItem(id_, digest, cluster, from_iso(first_seen))
         return found
 
     def insert_items(self, feed_id: int, items: Iterable[Item], now: datetime) -> list[int]:

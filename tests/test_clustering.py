@@ -7,13 +7,14 @@ each test reads the clusters back from the database the way any SQLite tool woul
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
 import sys
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from email.utils import format_datetime
 from html import escape
@@ -23,11 +24,11 @@ import pytest
 import yaml
 from feedserver import FeedServer
 
-from aggregator.app import fetch_all
+from aggregator.app import Pipeline, fetch_all
 from aggregator.clustering import Clusterer
 from aggregator.config import Config, parse_config
 from aggregator.poll import PollReport
-from aggregator.store import ClusterStore, Store
+from aggregator.store import Store
 from aggregator.timeutil import from_iso, utcnow
 
 DATA = Path(__file__).parent / "data" / "dedup"
@@ -245,22 +246,6 @@ def test_same_content_hash_joins(world: World) -> None:
     world.feed("b", Entry("b1", title.upper(), as_text(paragraphs), link("wire", "x-1"), ago(4)))
     world.fetch()
     assert world.cluster_of("a", "a1") == world.cluster_of("b", "b1")
-
-
-def test_exact_match_by_hash_in_the_store(world: World) -> None:
-    title, paragraphs = article("rail_strike")
-    world.feed("a", Entry("a1", title, as_html(paragraphs), link("westline", "strike"), ago(5)))
-    world.fetch()
-    ids = world.ids()
-    digest, cluster = world.store.conn.execute(
-        "SELECT content_hash, cluster_id FROM items WHERE id = ?", (ids["a", "a1"],)
-    ).fetchone()
-    clusters = ClusterStore(world.store)
-    since = utcnow() - timedelta(days=1)
-    assert clusters.exact_match(-1, None, digest, since) == cluster
-    assert clusters.exact_match(-1, "https://other.example.com/p", digest, since) == cluster
-    assert clusters.exact_match(ids["a", "a1"], None, digest, since) is None  # not itself
-    assert clusters.exact_match(-1, None, digest, utcnow() + timedelta(days=1)) is None  # window
 
 
 def test_root_links_do_not_join_different_stories(world: World) -> None:
@@ -581,6 +566,30 @@ def test_index_rebuild_keeps_new_signatures_next_to_old_ones(world: World) -> No
     fresh = Clusterer(settings)
     loaded = fresh.load(world.store, utcnow())
     assert loaded == 1  # b1; a1 needs re-signing
+
+
+def test_running_pipeline_after_a_recluster_uses_current_clusters(world: World) -> None:
+    """The daemon keeps one Pipeline (and its in-memory index) across polls while a user
+    may run `aggregator recluster` in another process. Clusters are then renumbered; the
+    next copy must join the story's current cluster, not a stale id from the index
+    (which here no longer exists: FOREIGN KEY constraint failed, and the whole poll raised)."""
+    entries = []
+    for i, name in enumerate(["market_wrap_1", "market_wrap_2", "bridge"]):
+        title, paragraphs = article(name)
+        entries.append(Entry(f"a{i}", title, as_html(paragraphs), link("a", name), ago(5 - i)))
+    world.feed("a", *entries)
+    config = world.config()
+    pipeline = Pipeline.start(config, world.store)  # the daemon
+    asyncio.run(pipeline.poll())
+    # `aggregator recluster --threshold 0.1` in another process: the two wraps merge, so
+    # the bridge story's cluster gets another id
+    Clusterer(replace(config.settings.dedup, threshold=0.1)).recluster(world.store)
+    bridge = world.cluster_of("a", "a2")
+    world.feed("b", Entry("b1", "Bridge shut", syndicated("bridge", "x", "B"), link("b", "1"), ago(1)))
+    pipeline.config = world.config()
+    asyncio.run(pipeline.poll())
+    assert world.cluster_of("b", "b1") == bridge
+    check_bookkeeping(world.store)
 
 
 # ---------------------------------------------------------------- CLI end to end
