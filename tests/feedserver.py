@@ -15,6 +15,7 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import gzip as gzip_module
 import threading
 import time
@@ -122,10 +123,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if send_body and status != 304:
-            try:
+            # the client may give up on purpose (size limit, timeout): not a server fault
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 self.wfile.write(body)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up on purpose (size limit, timeout): not a server fault
 
 
 class _Server(ThreadingHTTPServer):
