@@ -74,28 +74,30 @@ def words(text: str) -> list[str]:
     return WORD.findall(text.casefold())
 
 
-# Word -> crc32 memo: news vocabulary repeats, and a dict hit is ~5x cheaper than hashing.
-_TOKEN_HASHES: dict[str, int] = {}
-_TOKEN_MEMO_LIMIT = 500_000
+# Words are hashed all at once: numpy lays them out as fixed-width UTF-32 rows (longer words
+# are cut at TOKEN_CHARS, which only lets two very long words that share a prefix collide)
+# and a polynomial over the code points gives one 64-bit value per word. One call per
+# document instead of one Python call per word.
+TOKEN_CHARS = 24
+_POSITION = np.random.RandomState(7).randint(1, 2**62, size=TOKEN_CHARS, dtype=np.uint64) | np.uint64(1)
 
 
-def _token_hash(token: str) -> int:
-    if len(_TOKEN_HASHES) >= _TOKEN_MEMO_LIMIT:
-        _TOKEN_HASHES.clear()
-    h = _TOKEN_HASHES[token] = zlib.crc32(token.encode())
-    return h
-
-
-def _hash_tokens(tokens: list[str]) -> np.ndarray:
-    memo = _TOKEN_HASHES
-    return np.array([memo.get(t) or _token_hash(t) for t in tokens], dtype=np.uint64)
-
-
-def word_shingles(tokens: list[str], n: int) -> np.ndarray:
-    """Distinct 32-bit hashes of the word n-grams (the whole text if shorter than n)."""
+def hash_words(tokens: list[str]) -> np.ndarray:
+    """One uint64 hash per word, stable across processes and runs."""
     if not tokens:
+        return np.zeros(0, dtype=np.uint64)
+    codes = np.array(tokens, dtype=f"<U{TOKEN_CHARS}").view(np.uint32).reshape(len(tokens), TOKEN_CHARS)
+    with np.errstate(over="ignore"):
+        h = (codes.astype(np.uint64) * _POSITION).sum(axis=1)
+        return h ^ (h >> np.uint64(29))
+
+
+def word_shingles(tokens: list[str] | np.ndarray, n: int) -> np.ndarray:
+    """Distinct 32-bit hashes of the word n-grams (the whole text if shorter than n);
+    `tokens` are words or their hash_words() values."""
+    if len(tokens) == 0:
         return np.zeros(0, dtype=_U32)
-    h = _hash_tokens(tokens)
+    h = tokens if isinstance(tokens, np.ndarray) else hash_words(tokens)
     if len(h) < n:
         n = len(h)
     combined = np.zeros(len(h) - n + 1, dtype=np.uint64)
@@ -146,8 +148,10 @@ class Signer:
             full = char_shingles(" ".join(all_words), s.short_chars)
             lede = char_shingles(" ".join(lede_words), s.short_chars)
         else:
-            full = word_shingles(all_words, s.shingle_words)
-            lede = word_shingles(lede_words, s.shingle_words)
+            hashed = hash_words(all_words)  # the lede's words are a slice of these
+            start = len(all_words) - len(body) if len(lede_words) <= len(body) and body else 0
+            full = word_shingles(hashed, s.shingle_words)
+            lede = word_shingles(hashed[start : start + len(lede_words)], s.shingle_words)
         return Signature(
             KIND_WORDS,
             len(full),
@@ -184,20 +188,48 @@ def similarity(a: Signature, b: Signature, settings: DedupSettings) -> float | N
     """
     if a.kind != b.kind:
         return None
-    j = jaccard(a.full, b.full)
-    if a.kind == KIND_CHARS:
-        return j if j >= settings.short_threshold else None
-    if j >= settings.threshold:
-        return j
-    if a.lede is None or b.lede is None:
-        return None
-    jl = jaccard(a.lede, b.lede)
-    if jl < settings.lede_threshold:
-        return None
-    lede_c = containment(jl, a.lede_size, b.lede_size)
-    full_c = containment(j, a.size, b.size)
-    c = max(full_c, lede_c if min(a.size, b.size) <= 1.2 * max(a.lede_size, b.lede_size) else 0)
-    return -c if c >= settings.containment else None
+    lede = b.lede if b.lede is not None else np.zeros_like(a.full[:1])
+    sims = similarities(
+        a, np.array([b.size]), np.array([b.lede_size]), b.full[None], lede[None], settings
+    )
+    return None if np.isnan(sims[0]) else float(sims[0])
+
+
+def similarities(
+    sig: Signature,
+    sizes: np.ndarray,
+    lede_sizes: np.ndarray,
+    full: np.ndarray,
+    lede: np.ndarray,
+    settings: DedupSettings,
+) -> np.ndarray:
+    """`similarity` of `sig` against many signatures of the same kind at once (rows of
+    `full`/`lede`); NaN where they are not copies."""
+    j = np.count_nonzero(full == sig.full, axis=1) / full.shape[1]
+    out = np.full(len(j), np.nan)
+    if sig.kind == KIND_CHARS:
+        keep = j >= settings.short_threshold
+        out[keep] = j[keep]
+        return out
+    strong = j >= settings.threshold
+    out[strong] = j[strong]
+    weak = ~strong
+    if sig.lede is None or not weak.any():
+        return out
+    jl = np.count_nonzero(lede[weak] == sig.lede, axis=1) / lede.shape[1]
+    size, lsize = sizes[weak], lede_sizes[weak]
+    smaller = np.maximum(np.minimum(size, sig.size), 1)
+    full_c = np.minimum(1.0, j[weak] * (size + sig.size) / ((1 + j[weak]) * smaller))
+    lede_smaller = np.maximum(np.minimum(lsize, sig.lede_size), 1)
+    lede_c = np.minimum(1.0, jl * (lsize + sig.lede_size) / ((1 + jl) * lede_smaller))
+    # the lede stands for the whole text only when the shorter text is about a lede long
+    lede_counts = np.minimum(size, sig.size) <= 1.2 * np.maximum(lsize, sig.lede_size)
+    c = np.maximum(full_c, np.where(lede_counts, lede_c, 0.0))
+    ok = (jl >= settings.lede_threshold) & (c >= settings.containment)
+    weak_out = np.full(len(c), np.nan)
+    weak_out[ok] = -c[ok]
+    out[weak] = weak_out
+    return out
 
 
 def match_rank(sim: float) -> tuple[bool, float]:
@@ -312,6 +344,7 @@ class DedupIndex:
         self.full_bands = _Bands(settings.num_perm, settings.threshold, salt=11)
         self.lede_bands = _Bands(settings.lede_num_perm, settings.lede_threshold, salt=13)
         self.n = 0
+        self._key_memo: tuple | None = None
         s = settings
         self.item_ids = np.zeros(capacity, dtype=np.int64)
         self.cluster_ids = np.zeros(capacity, dtype=np.int64)
@@ -374,9 +407,20 @@ class DedupIndex:
             self.lede_bands.add(self.lede_bands.band_keys(self.lede[words_rows]), words_rows, bulk)
 
     def add(self, item_id: int, cluster_id: int, seen: int, sig: Signature) -> int:
-        return int(
-            self.add_many(np.array([item_id]), np.array([cluster_id]), np.array([seen]), [sig])[0]
-        )
+        """Index one item (online): its row becomes a candidate for the next query."""
+        row = self.n
+        self._grow(row + 1)
+        self.item_ids[row], self.cluster_ids[row], self.seen[row] = item_id, cluster_id, seen
+        self.alive[row] = True
+        self.kinds[row], self.sizes[row], self.full[row] = sig.kind, sig.size, sig.full
+        self.n += 1
+        full_keys, lede_keys = self._keys(sig)
+        rows = np.array([row])
+        self.full_bands.add(full_keys[None], rows)
+        if lede_keys is not None:
+            self.lede[row], self.lede_sizes[row] = sig.lede, sig.lede_size
+            self.lede_bands.add(lede_keys[None], rows)
+        return row
 
     def finish_bulk(self) -> None:
         self.full_bands.merge()
@@ -398,12 +442,22 @@ class DedupIndex:
             self.lede[row] if kind == KIND_WORDS else None,
         )
 
+    def _keys(self, sig: Signature) -> tuple[np.ndarray, np.ndarray | None]:
+        """Band keys of `sig`, computed once for the query and the add that follows it."""
+        if self._key_memo is not None and self._key_memo[0] is sig:
+            return self._key_memo[1], self._key_memo[2]
+        full = self.full_bands.band_keys(sig.full[None], sig.kind)[0]
+        lede = self.lede_bands.band_keys(sig.lede[None])[0] if sig.lede is not None else None
+        self._key_memo = (sig, full, lede)
+        return full, lede
+
     def candidates(self, sig: Signature, seen: int) -> list[int]:
         """Live rows that share a band with `sig` and were first seen no more than the
         dedup window before it (so a later recluster sees exactly what we saw online)."""
-        found = self.full_bands.query(self.full_bands.band_keys(sig.full[None], sig.kind)[0])
-        if sig.lede is not None:
-            found |= self.lede_bands.query(self.lede_bands.band_keys(sig.lede[None])[0])
+        full_keys, lede_keys = self._keys(sig)
+        found = self.full_bands.query(full_keys)
+        if lede_keys is not None:
+            found |= self.lede_bands.query(lede_keys)
         if not found:
             return []
         rows = np.fromiter(found, dtype=np.int64, count=len(found))
@@ -412,12 +466,14 @@ class DedupIndex:
 
     def matches(self, sig: Signature, seen: int) -> list[tuple[int, float]]:
         """(row, similarity) of every verified copy among the candidates."""
-        out = []
-        for row in self.candidates(sig, seen):
-            sim = similarity(sig, self.signature(row), self.settings)
-            if sim is not None:
-                out.append((row, sim))
-        return out
+        rows = np.asarray(self.candidates(sig, seen), dtype=np.int64)
+        if len(rows) == 0:
+            return []
+        rows = rows[self.kinds[rows] == sig.kind]
+        sims = similarities(sig, self.sizes[rows], self.lede_sizes[rows], self.full[rows],
+                            self.lede[rows], self.settings)  # fmt: skip
+        keep = ~np.isnan(sims)
+        return list(zip(rows[keep].tolist(), sims[keep].tolist(), strict=True))
 
     @property
     def nbytes(self) -> int:
