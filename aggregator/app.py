@@ -62,7 +62,12 @@ class Pipeline:
         async with make_client(settings) as client:
             poller = Poller(self.config, self.store, Fetcher(client, settings),
                             self.clusterer, executor)  # fmt: skip
-            return await poller.poll(feeds, on_done)
+            try:
+                return await poller.poll(feeds, on_done)
+            finally:
+                if poller.pool_broken:  # replaced before the next poll
+                    self.close()
+                    self._executor_ready = False
 
     def close(self) -> None:
         if self.executor is not None:

@@ -97,6 +97,8 @@ class Daemon:
         self._busy = asyncio.Lock()
         self._stop = asyncio.Event()
         self._poll_task: asyncio.Task | None = None
+        self._republish = False
+        self.scheduler: AsyncIOScheduler | None = None
         self.last_poll: str | None = None
 
     # ------------------------------------------------------------ config
@@ -128,12 +130,17 @@ class Daemon:
             return
         before = {f.url for f in self.config.feeds}
         after = {f.url for f in new.feeds}
-        for key in ("database", "http", "dedup", "parse_workers"):
+        for key in ("database", "http", "dedup", "parse_workers", "concurrency", "per_host"):
             if getattr(new.settings, key) != getattr(self.config.settings, key):
                 log.warning("settings.%s changed: takes effect after a restart", key)
+        old_settings = self.config.settings
         self.config = new
         self.pipeline.config = new
         self._sync()
+        if new.settings.check_every != old_settings.check_every and self.scheduler:
+            self.scheduler.reschedule_job("tick", trigger="interval", seconds=new.settings.check_every)
+        if (new.settings.digest, new.settings.digest_path) != (old_settings.digest, old_settings.digest_path):
+            self._republish = True
         log.info("config reloaded: %d feeds (+%d, -%d)", len(after), len(after - before),
                  len(before - after))  # fmt: skip
 
@@ -148,8 +155,11 @@ class Daemon:
             if cluster_generation(self.store) != self.pipeline.clusterer.generation:
                 log.info("clusters were rebuilt by recluster; reloading the dedup index")
                 self.pipeline.clusterer.load(self.store, utcnow())
+                self._republish = True
             due = due_feeds(self.store, utcnow())
             if not due:
+                if self._republish:
+                    self.publish()
                 return
             self._poll_task = asyncio.ensure_future(self.pipeline.poll(due))
             try:
@@ -167,11 +177,12 @@ class Daemon:
                 report.count("not_modified"), report.new_items, report.updated_items,
                 report.new_clusters, report.errors, report.duration,
             )  # fmt: skip
-            if report.changed:
+            if report.changed or self._republish:
                 self.publish()
             self._update_health()
 
     def publish(self) -> None:
+        self._republish = False
         try:
             publish(self.config, self.store, utcnow(), self.cache,
                     self.server.base_url if self.server else None)  # fmt: skip
@@ -228,10 +239,12 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        scheduler = AsyncIOScheduler(event_loop=loop)
+        scheduler = self.scheduler = AsyncIOScheduler(event_loop=loop)
         now = utcnow()
-        scheduler.add_job(self.tick, "interval", seconds=settings.check_every, max_instances=1,
-                          coalesce=True, next_run_time=now)  # fmt: skip
+        # tick() returns at once while a poll is running, so overlapping runs are harmless
+        # (and APScheduler does not warn about skipped runs during a long poll)
+        scheduler.add_job(self.tick, "interval", id="tick", seconds=settings.check_every,
+                          max_instances=3, coalesce=True, next_run_time=now)  # fmt: skip
         scheduler.add_job(self.prune_job, "interval", days=1, max_instances=1, coalesce=True,
                           next_run_time=now + timedelta(minutes=1))  # fmt: skip
         scheduler.add_job(self.maintain_job, "interval", hours=1, max_instances=1, coalesce=True)

@@ -13,6 +13,7 @@ import multiprocessing
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -161,6 +162,7 @@ class Poller:
         self.executor = executor
         self.clock = clock
         self.stopping = False
+        self.pool_broken = False
 
     async def poll(
         self, feeds: Sequence[FeedRow], on_done: Callable[[FeedOutcome], None] | None = None
@@ -204,7 +206,15 @@ class Poller:
             doc = await loop.run_in_executor(
                 self.executor, process_document, fetch.body, fetch.headers, fetch.fetched_at, dedup
             )
-        except Exception as exc:  # a worker crash must not take the poll down
+        except BrokenProcessPool:
+            # a worker died (killed, out of memory): parse this feed here, and let the
+            # owner of the pool replace it before the next poll
+            self.pool_broken = True
+            log.error("the parse worker pool broke; parsing %s in-process", feed.url)
+            doc = await loop.run_in_executor(
+                None, process_document, fetch.body, fetch.headers, fetch.fetched_at, dedup
+            )
+        except Exception as exc:  # a parser bug must not take the poll down
             log.exception("parsing %s failed", feed.url)
             doc = Document(ParsedFeed(error=f"parser crashed: {type(exc).__name__}: {exc}"))
         return self._store_document(feed, fetch, doc.feed, doc.signatures)
