@@ -130,7 +130,7 @@ class Daemon:
             return
         before = {f.url for f in self.config.feeds}
         after = {f.url for f in new.feeds}
-        for key in ("database", "http", "dedup", "parse_workers", "concurrency", "per_host"):
+        for key in ("database", "http", "dedup", "parse_workers"):
             if getattr(new.settings, key) != getattr(self.config.settings, key):
                 log.warning("settings.%s changed: takes effect after a restart", key)
         old_settings = self.config.settings
@@ -204,8 +204,11 @@ class Daemon:
                 self.publish()
 
     async def maintain_job(self) -> None:
+        """Hourly: database upkeep, and a fresh digest so stories that left the digest
+        window drop out even when no feed brought news."""
         async with self._busy:
             maintain(self.store)
+            self.publish()
 
     # ------------------------------------------------------------ life cycle
 
@@ -217,6 +220,10 @@ class Daemon:
             self._poll_task.cancel()
 
     async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         self._sync()
         if self.once:
             self._maybe_reload()
@@ -235,10 +242,6 @@ class Daemon:
                 ) from None
             log.info("serving the digest at %s/digest.atom", self.server.base_url)
         self.publish()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
-        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         scheduler = self.scheduler = AsyncIOScheduler(event_loop=loop)
         now = utcnow()
         # tick() returns at once while a poll is running, so overlapping runs are harmless
@@ -267,7 +270,17 @@ class Daemon:
         return 0
 
 
+def _exit_quietly(signum, frame) -> None:
+    raise SystemExit(0)
+
+
 def run_daemon(config: Config, db_override: str | None, once: bool) -> int:
+    # Until the event loop takes over the signals (after the index rebuild, which can take
+    # seconds), SIGTERM/SIGINT end start-up cleanly and SIGHUP is ignored; nothing has been
+    # written yet.
+    signal.signal(signal.SIGTERM, _exit_quietly)
+    signal.signal(signal.SIGINT, _exit_quietly)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     db_path = database_path(config, db_override)
     store = Store.open(db_path)
     try:
