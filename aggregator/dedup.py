@@ -133,7 +133,9 @@ class Signer:
             return np.full(len(a), np.iinfo(_U32).max, dtype=_U32)
         hv = _fmix(shingles.astype(_U32), 32)
         with np.errstate(over="ignore"):
-            return (hv[:, None] * a[None, :] + b[None, :]).min(axis=0)
+            phv = np.multiply.outer(hv, a)  # uint32 wrap-around is the intended mod 2**32
+            phv += b
+            return phv.min(axis=0)
 
     def sign(self, title: str, text: str) -> Signature:
         """Signature of an item's normalised title and text."""
@@ -281,6 +283,7 @@ class _Bands:
         self._tail_keys: list[np.ndarray] = []
         self._tail_rows: list[np.ndarray] = []
         self._tail: dict[int, list[int]] = {}
+        self._tail_count = 0
 
     def band_keys(self, sigs: np.ndarray, kind: np.ndarray | int = 0) -> np.ndarray:
         """uint32 keys, one per band, for a (n, num_perm) matrix of signatures."""
@@ -291,19 +294,30 @@ class _Bands:
         # 32-bit keys halve the memory; a chance collision only adds a candidate to verify
         return ((keys ^ (keys >> np.uint64(32))) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
 
-    def add(self, keys: np.ndarray, rows: np.ndarray, bulk: bool = False) -> None:
-        """keys: (n, b); rows: (n,). In bulk mode nothing is queryable until merge()."""
-        flat_rows = np.repeat(rows.astype(np.int32), keys.shape[1])
-        flat_keys = keys.reshape(-1)
-        if not bulk:
-            for k, r in zip(flat_keys.tolist(), flat_rows.tolist(), strict=True):
-                self._tail.setdefault(k, []).append(r)
-        self._tail_keys.append(flat_keys)
-        self._tail_rows.append(flat_rows)
-        if not bulk and len(self._tail) >= self.MERGE_AT * self.b:
+    def add(self, keys: np.ndarray, rows: np.ndarray) -> None:
+        """Bulk add (start-up): keys (n, b), rows (n,); queryable after merge()."""
+        self._tail_keys.append(keys.reshape(-1))
+        self._tail_rows.append(np.repeat(rows.astype(np.int32), keys.shape[1]))
+
+    def add_one(self, keys: np.ndarray, row: int) -> None:
+        """Online add of one row: queryable at once through the tail dict."""
+        tail = self._tail
+        for k in keys.tolist():
+            found = tail.get(k)
+            if found is None:
+                tail[k] = [row]
+            else:
+                found.append(row)
+        self._tail_count += 1
+        if self._tail_count >= self.MERGE_AT:
             self.merge()
 
     def merge(self) -> None:
+        """Fold everything added into the sorted arrays."""
+        if self._tail:
+            flat = [(k, r) for k, rows in self._tail.items() for r in rows]
+            self._tail_keys.append(np.fromiter((k for k, _ in flat), dtype=np.uint32, count=len(flat)))
+            self._tail_rows.append(np.fromiter((r for _, r in flat), dtype=np.int32, count=len(flat)))
         if not self._tail_keys:
             return
         keys = np.concatenate([self.keys, *self._tail_keys])
@@ -311,6 +325,7 @@ class _Bands:
         order = np.argsort(keys, kind="stable")
         self.keys, self.rows = keys[order], rows[order]
         self._tail_keys, self._tail_rows, self._tail = [], [], {}
+        self._tail_count = 0
 
     def query(self, keys: np.ndarray) -> set[int]:
         """Rows sharing at least one band key with `keys` (shape (b,))."""
@@ -331,7 +346,7 @@ class _Bands:
     @property
     def nbytes(self) -> int:
         tail = sum(k.nbytes + r.nbytes for k, r in zip(self._tail_keys, self._tail_rows, strict=True))
-        return self.keys.nbytes + self.rows.nbytes + tail + 100 * len(self._tail)
+        return self.keys.nbytes + self.rows.nbytes + tail + 120 * len(self._tail)
 
 
 class DedupIndex:
@@ -401,10 +416,18 @@ class DedupIndex:
 
     def _index_rows(self, rows: np.ndarray, bulk: bool) -> None:
         keys = self.full_bands.band_keys(self.full[rows], self.kinds[rows])
-        self.full_bands.add(keys, rows, bulk)
         words_rows = rows[self.kinds[rows] == KIND_WORDS]
-        if len(words_rows):
-            self.lede_bands.add(self.lede_bands.band_keys(self.lede[words_rows]), words_rows, bulk)
+        lede_keys = self.lede_bands.band_keys(self.lede[words_rows]) if len(words_rows) else None
+        if bulk:
+            self.full_bands.add(keys, rows)
+            if lede_keys is not None:
+                self.lede_bands.add(lede_keys, words_rows)
+            return
+        for key_row, row in zip(keys, rows.tolist(), strict=True):
+            self.full_bands.add_one(key_row, row)
+        if lede_keys is not None:
+            for key_row, row in zip(lede_keys, words_rows.tolist(), strict=True):
+                self.lede_bands.add_one(key_row, row)
 
     def add(self, item_id: int, cluster_id: int, seen: int, sig: Signature) -> int:
         """Index one item (online): its row becomes a candidate for the next query."""
@@ -415,11 +438,10 @@ class DedupIndex:
         self.kinds[row], self.sizes[row], self.full[row] = sig.kind, sig.size, sig.full
         self.n += 1
         full_keys, lede_keys = self._keys(sig)
-        rows = np.array([row])
-        self.full_bands.add(full_keys[None], rows)
+        self.full_bands.add_one(full_keys, row)
         if lede_keys is not None:
             self.lede[row], self.lede_sizes[row] = sig.lede, sig.lede_size
-            self.lede_bands.add(lede_keys[None], rows)
+            self.lede_bands.add_one(lede_keys, row)
         return row
 
     def finish_bulk(self) -> None:
