@@ -113,6 +113,11 @@ class Daemon:
                 new[f.id] = now if self.once else first_fetch_at(now, interval, self.rng)
         if new:
             schedule_new_feeds(self.store, new)
+            if not self.once:
+                first = min(new.values())
+                last = max(new.values())
+                log.info("%d new feeds: first fetches spread from %s to %s (run `aggregator "
+                         "fetch` to fetch everything now)", len(new), iso(first), iso(last))  # fmt: skip
 
     def request_reload(self) -> None:
         self._reload_requested = True
