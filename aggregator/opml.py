@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import html
 import io
-import os
 import re
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from ruamel.yaml.error import YAMLError
 # of "same feed", so whatever we append is exactly what validation accepts.
 from .config import FeedConfig, check_url, feed_key, parse_config
 from .errors import ConfigError
+from .files import write_atomically
 from .units import format_duration
 
 # DTDs are refused outright: a DOCTYPE can declare entities that expand exponentially
@@ -318,20 +317,4 @@ def _append_feeds(text: str, feeds: Sequence[FeedConfig], path: Path) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Replace `path` in one step so readers (the daemon) never see half a file."""
-    target = path.resolve()
-    try:
-        mode = target.stat().st_mode & 0o777
-    except FileNotFoundError:
-        mode = 0o644
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, text.encode("utf-8"))

@@ -10,7 +10,8 @@ from datetime import datetime, timedelta
 from email.utils import format_datetime
 
 from .config import Config, DigestSettings, relative_to_config
-from .digest import CONTENT_TYPES, FORMATS, DigestMeta, render, write_atomically
+from .digest import CONTENT_TYPES, FORMATS, DigestMeta, render
+from .files import write_atomically
 from .queries import digest_clusters
 from .store import Store
 

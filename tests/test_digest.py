@@ -25,9 +25,9 @@ from aggregator.digest import (
     render_atom,
     render_json,
     render_rss,
-    write_atomically,
 )
 from aggregator.errors import ConfigError
+from aggregator.files import write_atomically
 from aggregator.queries import ClusterView, MemberView
 
 A = "{http://www.w3.org/2005/Atom}"
