@@ -92,19 +92,23 @@ def hash_words(tokens: list[str]) -> np.ndarray:
         return h ^ (h >> np.uint64(29))
 
 
+def shingle_sequence(hashes: np.ndarray, n: int) -> np.ndarray:
+    """32-bit hashes of the word n-grams in text order, repeats kept (the whole text is one
+    shingle when shorter than n); `hashes` are hash_words() values."""
+    if len(hashes) == 0:
+        return np.zeros(0, dtype=_U32)
+    n = min(n, len(hashes))
+    combined = np.zeros(len(hashes) - n + 1, dtype=np.uint64)
+    for i in range(n):
+        combined = combined * _MIX[i % 3] + hashes[i : len(hashes) - n + 1 + i]
+    return ((combined ^ (combined >> np.uint64(32))) & np.uint64(0xFFFFFFFF)).astype(_U32)
+
+
 def word_shingles(tokens: list[str] | np.ndarray, n: int) -> np.ndarray:
     """Distinct 32-bit hashes of the word n-grams (the whole text if shorter than n);
     `tokens` are words or their hash_words() values."""
-    if len(tokens) == 0:
-        return np.zeros(0, dtype=_U32)
     h = tokens if isinstance(tokens, np.ndarray) else hash_words(tokens)
-    if len(h) < n:
-        n = len(h)
-    combined = np.zeros(len(h) - n + 1, dtype=np.uint64)
-    for i in range(n):
-        combined = combined * _MIX[i % 3] + h[i : len(h) - n + 1 + i]
-    folded = (combined ^ (combined >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
-    return np.unique(folded.astype(_U32))
+    return np.unique(shingle_sequence(h, n))
 
 
 def char_shingles(text: str, n: int) -> np.ndarray:
@@ -121,10 +125,15 @@ class Signer:
 
     def __init__(self, settings: DedupSettings):
         self.settings = settings
+        # The lede uses the first lede_num_perm of the full text's permutations: its
+        # shingles are a run of the full text's, so one hash matrix serves both.
         self._full = MinHash(num_perm=settings.num_perm, seed=SEED, scheme="affine32").permutations
-        self._lede = MinHash(
-            num_perm=settings.lede_num_perm, seed=SEED + 1, scheme="affine32"
-        ).permutations
+        self._shared = settings.lede_num_perm <= settings.num_perm
+        self._lede = (
+            self._full[:, : settings.lede_num_perm]
+            if self._shared
+            else MinHash(num_perm=settings.lede_num_perm, seed=SEED, scheme="affine32").permutations
+        )
 
     @staticmethod
     def _minhash(shingles: np.ndarray, permutations: np.ndarray) -> np.ndarray:
@@ -136,6 +145,23 @@ class Signer:
             phv = np.multiply.outer(hv, a)  # uint32 wrap-around is the intended mod 2**32
             phv += b
             return phv.min(axis=0)
+
+    def _sign_with_lede(self, sequence: np.ndarray, start: int, rows: int) -> Signature:
+        """Both signatures from one hash matrix: the lede's shingles are rows
+        start..start+rows of the full text's (MinHash ignores repeats)."""
+        a, b = self._full
+        hv = _fmix(sequence, 32)
+        with np.errstate(over="ignore"):
+            phv = np.multiply.outer(hv, a)
+            phv += b
+        lede_perm = self.settings.lede_num_perm
+        return Signature(
+            KIND_WORDS,
+            len(np.unique(sequence)),
+            phv.min(axis=0),
+            len(np.unique(sequence[start : start + rows])),
+            phv[start : start + rows, :lede_perm].min(axis=0),
+        )
 
     def sign(self, title: str, text: str) -> Signature:
         """Signature of an item's normalised title and text."""
@@ -152,8 +178,13 @@ class Signer:
         else:
             hashed = hash_words(all_words)  # the lede's words are a slice of these
             start = len(all_words) - len(body) if len(lede_words) <= len(body) and body else 0
-            full = word_shingles(hashed, s.shingle_words)
-            lede = word_shingles(hashed[start : start + len(lede_words)], s.shingle_words)
+            n = s.shingle_words
+            sequence = shingle_sequence(hashed, n)
+            lede_rows = len(lede_words) - n + 1
+            if self._shared and lede_rows >= 1 and len(sequence) >= start + lede_rows:
+                return self._sign_with_lede(sequence, start, lede_rows)
+            full = np.unique(sequence)
+            lede = word_shingles(hashed[start : start + len(lede_words)], n)
         return Signature(
             KIND_WORDS,
             len(full),
