@@ -30,8 +30,6 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from datasketch import MinHash
-from datasketch.minhash import _fmix
 
 from .config import DedupSettings
 
@@ -124,6 +122,12 @@ class Signer:
     """Signs items with datasketch's affine32 MinHash permutations, vectorised."""
 
     def __init__(self, settings: DedupSettings):
+        # datasketch pulls in scipy (~0.6 s): imported only where signing happens, so
+        # read-only CLI commands start fast
+        from datasketch import MinHash
+        from datasketch.minhash import _fmix
+
+        self._fmix = _fmix
         self.settings = settings
         # The lede uses the first lede_num_perm of the full text's permutations: its
         # shingles are a run of the full text's, so one hash matrix serves both.
@@ -135,12 +139,11 @@ class Signer:
             else MinHash(num_perm=settings.lede_num_perm, seed=SEED, scheme="affine32").permutations
         )
 
-    @staticmethod
-    def _minhash(shingles: np.ndarray, permutations: np.ndarray) -> np.ndarray:
+    def _minhash(self, shingles: np.ndarray, permutations: np.ndarray) -> np.ndarray:
         a, b = permutations
         if len(shingles) == 0:
             return np.full(len(a), np.iinfo(_U32).max, dtype=_U32)
-        hv = _fmix(shingles.astype(_U32), 32)
+        hv = self._fmix(shingles.astype(_U32), 32)
         with np.errstate(over="ignore"):
             phv = np.multiply.outer(hv, a)  # uint32 wrap-around is the intended mod 2**32
             phv += b
@@ -150,7 +153,7 @@ class Signer:
         """Both signatures from one hash matrix: the lede's shingles are rows
         start..start+rows of the full text's (MinHash ignores repeats)."""
         a, b = self._full
-        hv = _fmix(sequence, 32)
+        hv = self._fmix(sequence, 32)
         with np.errstate(over="ignore"):
             phv = np.multiply.outer(hv, a)
             phv += b

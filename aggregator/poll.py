@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -76,7 +78,27 @@ def make_parse_executor(workers: int) -> Executor | None:
         return None
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["aggregator.poll"])
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_exit_with_parent, initargs=(os.getpid(),)
+    )
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Runs in each parse worker: exit when the process that made the pool is gone. A
+    SIGKILLed daemon cannot shut its pool down, and idle workers would otherwise wait for
+    work forever (keeping the forkserver alive too)."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            try:
+                os.kill(parent, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:
+                pass  # alive, owned by someone else
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 class ClusterStage(Protocol):

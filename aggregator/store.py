@@ -117,7 +117,7 @@ class Store:
         try:
             conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         except sqlite3.Error as exc:
-            raise StoreError(f"{path}: cannot open the database: {exc}") from None
+            raise StoreError(_explain_db_error(path, exc)) from None
         store = cls(sqlite_utils.Database(conn), path)
         try:
             store._check_and_migrate(migrations_dir)
@@ -213,7 +213,10 @@ class Store:
 
     def sync_feeds(self, config: Config, now: datetime) -> list[FeedRow]:
         """Make the feeds table match feeds.yaml: add new feeds, update names/tags/intervals,
-        mark feeds no longer listed inactive (their items stay). Returns the active feeds."""
+        mark feeds no longer listed inactive (their items stay). Returns the active feeds.
+        Writes only when something differs, so readers never wait for the write lock."""
+        if self._feeds_match(config):
+            return self.feeds(active_only=True)
         with self.transaction():
             listed = set()
             for feed in config.feeds:
@@ -230,6 +233,14 @@ class Store:
                 if url not in listed:
                     self.conn.execute("UPDATE feeds SET active = 0 WHERE url = ?", (url,))
         return self.feeds(active_only=True)
+
+    def _feeds_match(self, config: Config) -> bool:
+        stored = {
+            r[0]: r[1:]
+            for r in self.conn.execute("SELECT url, name, tags, interval_s FROM feeds WHERE active = 1")
+        }
+        wanted = {f.url: (f.name, json.dumps(list(f.tags)), f.interval) for f in config.feeds}
+        return stored == wanted
 
     def feeds(self, active_only: bool = False) -> list[FeedRow]:
         sql = "SELECT * FROM feeds" + (" WHERE active = 1" if active_only else "") + " ORDER BY id"
