@@ -118,6 +118,9 @@ def char_shingles(text: str, n: int) -> np.ndarray:
     return np.unique(np.fromiter((zlib.crc32(g.encode()) for g in grams), dtype=_U32, count=len(grams)))
 
 
+MINHASH_BLOCK = 4096  # shingles hashed at once: bounds memory at 4096 x 128 x 4 bytes
+
+
 class Signer:
     """Signs items with datasketch's affine32 MinHash permutations, vectorised."""
 
@@ -144,10 +147,15 @@ class Signer:
         if len(shingles) == 0:
             return np.full(len(a), np.iinfo(_U32).max, dtype=_U32)
         hv = self._fmix(shingles.astype(_U32), 32)
-        with np.errstate(over="ignore"):
-            phv = np.multiply.outer(hv, a)  # uint32 wrap-around is the intended mod 2**32
-            phv += b
-            return phv.min(axis=0)
+        out = None
+        # in blocks of rows, so a 5 MB entry does not need a (shingles x 128) matrix
+        for start in range(0, len(hv), MINHASH_BLOCK):
+            with np.errstate(over="ignore"):
+                phv = np.multiply.outer(hv[start : start + MINHASH_BLOCK], a)  # wraps mod 2**32
+                phv += b
+            block = phv.min(axis=0)
+            out = block if out is None else np.minimum(out, block)
+        return out
 
     def _sign_with_lede(self, sequence: np.ndarray, start: int, rows: int) -> Signature:
         """Both signatures from one hash matrix: the lede's shingles are rows
@@ -184,7 +192,11 @@ class Signer:
             n = s.shingle_words
             sequence = shingle_sequence(hashed, n)
             lede_rows = len(lede_words) - n + 1
-            if self._shared and lede_rows >= 1 and len(sequence) >= start + lede_rows:
+            if (
+                self._shared
+                and lede_rows >= 1
+                and start + lede_rows <= len(sequence) <= MINHASH_BLOCK
+            ):
                 return self._sign_with_lede(sequence, start, lede_rows)
             full = np.unique(sequence)
             lede = word_shingles(hashed[start : start + len(lede_words)], n)
@@ -301,6 +313,10 @@ def bands_for(threshold: float, num_perm: int, recall: float = CANDIDATE_RECALL)
     return num_perm, 1
 
 
+BUCKET_CAP = 64  # rows taken from one LSH bucket (its newest)
+MAX_CANDIDATES = 256  # candidates verified per item (the newest)
+
+
 class _Bands:
     """One LSH table: b bands of r rows, keys in a sorted numpy array plus a small
     unsorted tail that is merged in when it grows."""
@@ -362,19 +378,21 @@ class _Bands:
         self._tail_count = 0
 
     def query(self, keys: np.ndarray) -> set[int]:
-        """Rows sharing at least one band key with `keys` (shape (b,))."""
+        """Rows sharing at least one band key with `keys` (shape (b,)); from a crowded
+        bucket only its newest BUCKET_CAP rows, so templated feeds (thousands of
+        near-identical short entries) cannot make every query scan thousands of rows."""
         found: set[int] = set()
         if len(self.keys):
             lo = np.searchsorted(self.keys, keys, "left")
             hi = np.searchsorted(self.keys, keys, "right")
             for start, end in zip(lo.tolist(), hi.tolist(), strict=True):
                 if end > start:
-                    found.update(self.rows[start:end].tolist())
+                    found.update(self.rows[max(start, end - BUCKET_CAP) : end].tolist())
         if self._tail:
             for k in keys.tolist():
                 rows = self._tail.get(k)
                 if rows:
-                    found.update(rows)
+                    found.update(rows[-BUCKET_CAP:])
         return found
 
     @property
@@ -518,7 +536,8 @@ class DedupIndex:
             return []
         rows = np.fromiter(found, dtype=np.int64, count=len(found))
         keep = self.alive[rows] & (self.seen[rows] >= seen - self.settings.window)
-        return sorted(rows[keep].tolist())
+        rows = np.sort(rows[keep])
+        return rows[-MAX_CANDIDATES:].tolist()
 
     def matches(self, sig: Signature, seen: int) -> list[tuple[int, float]]:
         """(row, similarity) of every verified copy among the candidates."""

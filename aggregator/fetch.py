@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import re
+import zlib
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -39,7 +41,9 @@ def make_client(settings: Settings) -> httpx.AsyncClient:
             max_connections=settings.concurrency,
             max_keepalive_connections=settings.concurrency,
         ),
-        headers={"User-Agent": settings.user_agent, "Accept": ACCEPT},
+        # only what _Decoder can inflate with a bound
+        headers={"User-Agent": settings.user_agent, "Accept": ACCEPT,
+                 "Accept-Encoding": "gzip, deflate"},  # fmt: skip
     )
 
 
@@ -111,6 +115,8 @@ class Fetcher:
                 result = self._error(url, fetched_at, f"cannot connect: {exc or 'connection failed'}; check the URL and the network")
             except httpx.DecodingError as exc:
                 result = self._error(url, fetched_at, f"the server sent a corrupt compressed body: {exc}")
+            except httpx.InvalidURL as exc:
+                result = self._error(url, fetched_at, f"redirected to an invalid address: {exc}")
             except httpx.HTTPError as exc:
                 result = self._error(url, fetched_at, f"{type(exc).__name__}: {exc or 'transfer failed'}")
             elapsed = asyncio.get_running_loop().time() - started
@@ -175,19 +181,72 @@ class Fetcher:
             return FetchResult(status=FetchStatus.OK, body=body, **common)
 
     async def _read_limited(self, response: httpx.Response) -> bytes | None:
-        """The decoded body, or None as soon as it grows past max_bytes."""
+        """The decoded body, or None as soon as it grows past max_bytes. We decompress
+        ourselves, never more than the limit at a time: httpx would inflate each network
+        read whole (64 KB of a gzip bomb is 64 MB)."""
         limit = self.settings.max_bytes
+        encoding = response.headers.get("content-encoding", "").strip().lower()
         declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit and "content-encoding" not in response.headers:
+        if declared.isdigit() and int(declared) > limit and encoding in ("", "identity"):
             return None
+        decoder = _Decoder(encoding)
         chunks: list[bytes] = []
         size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > limit:
-                return None
-            chunks.append(chunk)
+        async for raw in response.aiter_raw():
+            for data in decoder.feed(raw, limit - size + 1):
+                size += len(data)
+                if size > limit:
+                    return None
+                chunks.append(data)
+        tail = decoder.finish(limit - size + 1)
+        if size + len(tail) > limit:
+            return None
+        chunks.append(tail)
         return b"".join(chunks)
+
+
+class _Decoder:
+    """Content-Encoding gzip / deflate (zlib or raw) / identity, with bounded output."""
+
+    def __init__(self, encoding: str):
+        if encoding in ("", "identity"):
+            self._z = None
+        elif encoding in ("gzip", "x-gzip"):
+            self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            self._z = zlib.decompressobj(zlib.MAX_WBITS)
+            self._deflate_guess = True
+        else:
+            raise httpx.DecodingError(f"unsupported Content-Encoding {encoding!r}")
+        self._started = False
+
+    def feed(self, raw: bytes, room: int) -> Iterator[bytes]:
+        """Decoded pieces of `raw`, each at most `room` bytes (the caller stops early)."""
+        if self._z is None:
+            yield raw
+            return
+        try:
+            data = self._z.decompress(raw, room)
+        except zlib.error:
+            if getattr(self, "_deflate_guess", False) and not self._started:
+                # "deflate" servers often send raw deflate without the zlib header
+                self._z = zlib.decompressobj(-zlib.MAX_WBITS)
+                self._deflate_guess = False
+                data = self._z.decompress(raw, room)
+            else:
+                raise httpx.DecodingError("invalid compressed data") from None
+        self._started = True
+        yield data
+        while self._z.unconsumed_tail:
+            yield self._z.decompress(self._z.unconsumed_tail, room)
+
+    def finish(self, room: int) -> bytes:
+        if self._z is None:
+            return b""
+        try:
+            return self._z.flush(max(room, 1)) if hasattr(self._z, "flush") else b""
+        except zlib.error:
+            raise httpx.DecodingError("truncated compressed data") from None
 
 
 def _permanent_redirect(response: httpx.Response) -> str | None:

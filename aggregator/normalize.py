@@ -19,20 +19,42 @@ from .records import Item, RawEntry
 
 # ---------------------------------------------------------------- text
 
-_DROP_ELEMENTS = re.compile(
-    r"<(script|style|noscript|template|iframe|object|svg|head)\b[^>]*>.*?</\1\s*>",
-    re.IGNORECASE | re.DOTALL,
-)
-_COMMENTS = re.compile(r"<!--.*?-->|<!\[CDATA\[|\]\]>", re.DOTALL)
+# Every pattern here is linear in the input: hostile markup (thousands of unclosed
+# "<!--" or "<script") must not stall a parse worker.
+_HIDDEN_START = re.compile(r"<!--|<(script|style|noscript|template|iframe|object|svg|head)\b", re.I)
 _BLOCK_TAGS = re.compile(
     r"</?(p|div|br|li|ul|ol|h[1-6]|blockquote|pre|tr|table|section|article|header|footer"
-    r"|figure|figcaption|hr|dd|dt|dl)\b[^>]*>",
+    r"|figure|figcaption|hr|dd|dt|dl)\b[^<>]*>",
     re.IGNORECASE,
 )
-_TAG = re.compile(r"<[^>]*>")
+_TAG = re.compile(r"<[^<>]*>")
 _SPACES = re.compile(r"[^\S\n]+")
 _BLANK_LINES = re.compile(r"\s*\n\s*")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\u202a-\u202e\ufeff]")
+# Terminal escape sequences (CSI ... final byte, OSC ... BEL/ST): removed whole, not just
+# their ESC byte, so no "[31m" debris is left in titles.
+_ESCAPE_SEQUENCES = re.compile(r"(\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|(\x1b\]|\x9d)[^\x07\x1b\x9c]{0,512}(\x07|\x1b\\|\x9c)?|\x1b[@-_]")
+
+
+def _remove_hidden(s: str) -> str:
+    """Comments and elements whose content is never text (script, style, ...), found with
+    str.find; an unclosed one hides everything after it, as in a browser."""
+    lower = s.lower()
+    out, pos = [], 0
+    while m := _HIDDEN_START.search(lower, pos):
+        out.append(s[pos : m.start()])
+        if m.group(1):
+            close = lower.find("</" + m.group(1), m.end())
+            end = lower.find(">", close) + 1 if close >= 0 else 0
+        else:
+            close = lower.find("-->", m.end())
+            end = close + 3 if close >= 0 else 0
+        if end <= 0:
+            return "".join(out)
+        out.append(" ")
+        pos = end
+    out.append(s[pos:])
+    return "".join(out)
 
 
 def html_to_text(markup: str | None, is_html: bool = True) -> str:
@@ -44,14 +66,15 @@ def html_to_text(markup: str | None, is_html: bool = True) -> str:
     s = markup
     if is_html:
         if "<" in s:
-            s = _COMMENTS.sub(" ", s)
-            s = _DROP_ELEMENTS.sub(" ", s)
+            s = _remove_hidden(s.replace("<![CDATA[", "").replace("]]>", ""))
             s = _BLOCK_TAGS.sub("\n", s)
             s = _TAG.sub("", s)
         if "&" in s:
             # Twice: feeds often double-escape (&amp;amp;); text never needs a literal "&amp;".
             s = html.unescape(html.unescape(s))
     s = s.replace("\r", "\n").replace("\xa0", " ")
+    if "\x1b" in s or "\x9b" in s or "\x9d" in s:
+        s = _ESCAPE_SEQUENCES.sub("", s)
     s = _CONTROL.sub("", s)
     s = unicodedata.normalize("NFC", s)
     s = _SPACES.sub(" ", s)
@@ -72,7 +95,7 @@ def one_line(text: str) -> str:
 #   "tail"  - like drop, but only at the very end of the text (its last 300 characters).
 # Patterns run on paragraph-separated plain text (see html_to_text), case-insensitively.
 BOILERPLATE_RULES: tuple[tuple[str, str, str], ...] = (
-    ("comment form", r"(?m)^\s*(leave a (reply|comment)|post a comment|\d+ comments?)\b.*", "cut"),
+    ("comment form", r"(?m)^[ \t]*(leave a (reply|comment)|post a comment|\d+ comments?)\b.*", "cut"),
     ("comment form", r"your email address will not be published\b.*", "cut"),
     ("wordpress footer", r"(?m)^[ \t]*the post\b[^\n]{0,300}?\bappeared first on\b[^\n]{0,200}$", "drop"),
     (
@@ -83,48 +106,48 @@ BOILERPLATE_RULES: tuple[tuple[str, str, str], ...] = (
     ("truncation marker", r"\s*(\[(…|\.\.\.)\]|…|\.\.\.)\s*$", "tail"),
     (
         "share line",
-        r"(?m)^\s*(share( this( story| article| post)?)?|tweet|email|print|like this:?|"
+        r"(?m)^[ \t]*(share( this( story| article| post)?)?|tweet|email|print|like this:?|"
         r"share on (facebook|twitter|x|linkedin|whatsapp|reddit))"
-        r"([\s:|,·•/-]+(facebook|twitter|x|linkedin|whatsapp|reddit|pinterest|email|print|"
-        r"tumblr|telegram|copy link|more))*\s*:?\s*$",
+        r"([ \t:|,·•/-]+(facebook|twitter|x|linkedin|whatsapp|reddit|pinterest|email|print|"
+        r"tumblr|telegram|copy link|more))*[ \t]*:?[ \t]*$",
         "drop",
     ),
     (
         "newsletter pitch",
-        r"(?m)^\s*(sign up for|subscribe to|get our|join our)\b[^\n]{0,80}\bnewsletter\b[^\n]*$",
+        r"(?m)^[ \t]*(sign up for|subscribe to|get our|join our)\b[^\n]{0,80}\bnewsletter\b[^\n]*$",
         "drop",
     ),
     (
         "related links",
-        r"(?m)^\s*(related( articles| stories| posts)?|see also|more from|trending stories)\s*:?\s*$",
+        r"(?m)^[ \t]*(related( articles| stories| posts)?|see also|more from|trending stories)[ \t]*:?[ \t]*$",
         "drop",
     ),
     (
         "notification widget",
-        r"(?m)^\s*(close )?(get email notifications on\b|your notification has been saved|"
+        r"(?m)^[ \t]*(close )?(get email notifications on\b|your notification has been saved|"
         r"there was a problem saving your notification|whenever .{1,60} posts new content|"
         r"email notifications are only sent once a day)[^\n]*$",
         "drop",
     ),
     (
         "paywall",
-        r"(?m)^\s*(read the complete story\b|the story you.re reading is premium content\b|"
+        r"(?m)^[ \t]*(read the complete story\b|the story you.re reading is premium content\b|"
         r"you need an online (service|subscription) to view this article\b).*",
         "cut",
     ),
-    ("paywall", r"(?m)^\s*(subscription required|thank you for reading!?)\s*$", "drop"),
+    ("paywall", r"(?m)^[ \t]*(subscription required|thank you for reading!?)[ \t]*$", "drop"),
     (
         "player and ad labels",
-        r"(?m)^\s*(advertisement|like this: like loading\.*|click here for reuse options!?|pause|"
-        r"loading\.*)\s*$",
+        r"(?m)^[ \t]*(advertisement|like this: like loading\.*|click here for reuse options!?|pause|"
+        r"loading\.*)[ \t]*$",
         "drop",
     ),
     ("player notice", r"please enable javascript to (watch|view) this video\.?", "drop"),
     # a short first line naming the writer shifts every later word; dropped so copies
     # with and without a byline line up
     ("byline", r"(?m)^[ \t]*(posted |written |story )?by[ \t]+[^\n.!?]{2,60}$", "drop"),
-    ("video playlist", r"(?m)^\s*\d{1,2}:\d{2} [^\n]{0,150}$", "drop"),
-    ("copyright line", r"(?m)^\s*(©|\(©|copyright\b)[^\n]{0,200}$", "drop"),
+    ("video playlist", r"(?m)^[ \t]*\d{1,2}:\d{2} [^\n]{0,150}$", "drop"),
+    ("copyright line", r"(?m)^[ \t]*(©|\(©|copyright\b)[^\n]{0,200}$", "drop"),
 )
 
 _RULES = tuple(

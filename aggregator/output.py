@@ -53,8 +53,13 @@ def print_table(
         stream.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
 
 
+# json.dumps escapes only characters below U+0020; DEL and the C1 controls (U+0080-U+009F,
+# where U+009B is a one-character CSI) would reach a terminal raw.
+_JSON_C1 = {c: f"\\u{c:04x}" for c in range(0x7F, 0xA0)}
+
+
 def print_json(value: Any, stream: TextIO = sys.stdout) -> None:
-    json.dump(value, stream, ensure_ascii=False, indent=2)
+    stream.write(json.dumps(value, ensure_ascii=False, indent=2).translate(_JSON_C1))
     stream.write("\n")
 
 
@@ -82,3 +87,13 @@ class Progress:
         if self.enabled:
             self.stream.write("\r" + " " * (len(self.label) + 50) + "\r")
             self.stream.flush()
+
+
+BOLD, RESET = "\x1b[1m", "\x1b[0m"
+
+
+def highlight(segments: Sequence[tuple[str, bool]], terminal: bool) -> str:
+    """Text with marked parts (a search's matches): bold on a terminal, between « and »
+    otherwise. The text itself is made inert first, so only our own escapes remain."""
+    start, end = (BOLD, RESET) if terminal else ("«", "»")
+    return "".join(f"{start}{safe(text)}{end}" if hit else safe(text) for text, hit in segments)

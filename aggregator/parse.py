@@ -151,11 +151,16 @@ def parse_json_feed(body: bytes) -> RawFeed:
         doc = json.loads(body.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return RawFeed(format=None, error=f"invalid JSON: {exc}")
+    except RecursionError:
+        return RawFeed(format=None, error="invalid JSON: nested too deeply")
     if not isinstance(doc, dict) or "jsonfeed.org" not in str(doc.get("version", "")):
         return RawFeed(format=None, error="JSON document is not a JSON Feed (no jsonfeed.org version)")
     version = "json11" if str(doc["version"]).rstrip("/").endswith("1.1") else "json10"
     entries = []
-    for item in doc.get("items") or ():
+    items = doc.get("items") or ()
+    if not isinstance(items, list):
+        return RawFeed(format=version, error="the JSON Feed's `items` is not a list")
+    for item in items:
         if not isinstance(item, dict):
             continue
         bodies = [(item.get(k), k == "content_html") for k in ("content_html", "content_text", "summary")]

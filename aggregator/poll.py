@@ -23,7 +23,7 @@ from typing import Protocol
 from .config import Config, DedupSettings
 from .dedup import Signature, Signer
 from .fetch import Fetcher
-from .normalize import normalize_entries
+from .normalize import html_to_text, normalize_entries, one_line
 from .parse import parse_feed
 from .records import FetchResult, FetchStatus, Item, ParsedFeed
 from .schedule import next_fetch_delay
@@ -56,7 +56,7 @@ def process_document(
     if not error and not items:
         error = "the feed has no entries with a title or text"
     parsed = ParsedFeed(
-        title=raw.title,
+        title=one_line(html_to_text(raw.title)) or None,  # shown in tables, JSON, the digest
         link=raw.link,
         items=items,
         ttl=raw.ttl,
