@@ -157,7 +157,9 @@ def parse_json_feed(body: bytes) -> RawFeed:
         return RawFeed(format=None, error="JSON document is not a JSON Feed (no jsonfeed.org version)")
     version = "json11" if str(doc["version"]).rstrip("/").endswith("1.1") else "json10"
     entries = []
-    items = doc.get("items") or ()
+    items = doc.get("items")
+    if items is None:
+        items = []
     if not isinstance(items, list):
         return RawFeed(format=version, error="the JSON Feed's `items` is not a list")
     for item in items:
