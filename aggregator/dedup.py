@@ -77,17 +77,23 @@ def words(text: str) -> list[str]:
 # and a polynomial over the code points gives one 64-bit value per word. One call per
 # document instead of one Python call per word.
 TOKEN_CHARS = 24
+HASH_BLOCK = 8192  # words hashed per numpy call
 _POSITION = np.random.RandomState(7).randint(1, 2**62, size=TOKEN_CHARS, dtype=np.uint64) | np.uint64(1)
 
 
 def hash_words(tokens: list[str]) -> np.ndarray:
     """One uint64 hash per word, stable across processes and runs."""
-    if not tokens:
-        return np.zeros(0, dtype=np.uint64)
-    codes = np.array(tokens, dtype=f"<U{TOKEN_CHARS}").view(np.uint32).reshape(len(tokens), TOKEN_CHARS)
-    with np.errstate(over="ignore"):
-        h = (codes.astype(np.uint64) * _POSITION).sum(axis=1)
-        return h ^ (h >> np.uint64(29))
+    out = np.zeros(len(tokens), dtype=np.uint64)
+    # in blocks: a 5 MB entry's 700k words would otherwise need ~130 MB of temporaries
+    for start in range(0, len(tokens), HASH_BLOCK):
+        block = tokens[start : start + HASH_BLOCK]
+        codes = np.array(block, dtype=f"<U{TOKEN_CHARS}").view(np.uint32)
+        codes = codes.reshape(len(block), TOKEN_CHARS).astype(np.uint64)
+        with np.errstate(over="ignore"):
+            codes *= _POSITION
+            h = codes.sum(axis=1)
+            out[start : start + len(block)] = h ^ (h >> np.uint64(29))
+    return out
 
 
 def shingle_sequence(hashes: np.ndarray, n: int) -> np.ndarray:

@@ -116,7 +116,7 @@ class Fetcher:
             except httpx.DecodingError as exc:
                 result = self._error(url, fetched_at, f"the server sent a corrupt compressed body: {exc}")
             except httpx.InvalidURL as exc:
-                result = self._error(url, fetched_at, f"redirected to an invalid address: {exc}")
+                result = self._error(url, fetched_at, f"redirected to an unsupported or invalid address: {exc}")
             except httpx.HTTPError as exc:
                 result = self._error(url, fetched_at, f"{type(exc).__name__}: {exc or 'transfer failed'}")
             elapsed = asyncio.get_running_loop().time() - started
