@@ -1,12 +1,13 @@
 # Two entry points for a fresh machine with only Python 3.11+:
 #   make run   -- create .venv, install, start the daemon on feeds.yaml
 #   make test  -- create .venv, install with test extras, run the test suite
+#   make demo  -- try it offline: bundled sample feeds, then the digest and web view
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test fetch lint bench clean
+.PHONY: run demo test browser fetch lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +18,23 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/python scheduler.py $(ARGS)
 
+demo: $(STAMP)
+	$(BIN)/aggregator demo $(ARGS)
+
 fetch: $(STAMP)
 	$(BIN)/aggregator fetch
 
-test: $(STAMP)
+# tests/test_webview.py drives a real headless browser: install Debian's chromium when it
+# is missing and we can (root with apt-get); otherwise carry on and that test skips.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	      echo "installing chromium for the browser test (apt-get)"; \
+	      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	        echo "could not install chromium; the browser test will skip"; \
+	    else echo "chromium not found and not root with apt-get; the browser test will skip"; fi; }
+
+test: $(STAMP) browser
 	$(BIN)/ruff check aggregator tests bench scheduler.py
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

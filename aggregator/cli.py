@@ -21,11 +21,19 @@ EPILOG = {
     "feeds list": "example:\n  aggregator feeds list --json | jq '.[] | select(.status==\"error\")'",
     "feeds import": "example:\n  aggregator feeds import subscriptions.opml",
     "feeds export": "example:\n  aggregator feeds export > subscriptions.opml",
-    "clusters list": "example:\n  aggregator clusters list --since 24h --min-size 3",
-    "clusters show": "example:\n  aggregator clusters show 42 --json",
+    "clusters list": "example:\n  aggregator clusters list --since 24h --min-size 3\n"
+                     "  aggregator clusters list --tag world --feed 'BBC World' --query 'rail strike'",
+    "clusters show": "example:\n  aggregator clusters show 42 --json\n"
+                     "  aggregator clusters show 42 --query harbour  # fails unless a member matches",
     "run": "example:\n  aggregator run --once\n  python scheduler.py --config feeds.yaml --log-level DEBUG",
     "digest": "example:\n  aggregator digest --format rss -o digest.rss\n  aggregator digest --format json -o - --min-size 3",
     "recluster": "example:\n  aggregator recluster --threshold 0.6",
+    # everyday use: search, stats, and the command groups themselves
+    "feeds": "example:\n  aggregator feeds list\n  aggregator feeds import subscriptions.opml",
+    "clusters": "example:\n  aggregator clusters list --min-size 3\n  aggregator clusters show 42",
+    "search": "example:\n  aggregator search \"don't\" --since 30d\n"
+              "  aggregator search '\"rail strike\" NOT freight' --json | jq '.[0].matches'",
+    "stats": "example:\n  aggregator stats\n  aggregator stats --json | jq '.per_feed[:5]'",
 }
 
 
@@ -44,6 +52,20 @@ def _fraction(text: str) -> float:
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be a number between 0 and 1")
     return value
+
+
+def _add_cluster_filters(c: argparse.ArgumentParser) -> None:
+    """--tag/--feed/--query: keep clusters with a member from such a feed / matching."""
+    c.add_argument("--tag", action="append", default=[],
+                   help="only clusters with a member from a feed with this tag (repeatable: any)")
+    c.add_argument("--feed", metavar="NAME_OR_URL",
+                   help="only clusters with a member from this feed (name, title or URL)")
+    c.add_argument("--query", metavar="TEXT",
+                   help="only clusters with a member matching this search (as `aggregator search`)")  # fmt: skip
+
+
+def _cluster_filter(args) -> queries.ClusterFilter:
+    return queries.ClusterFilter(tuple(args.tag), args.feed, args.query)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,10 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--min-size", type=int, default=2, help="at least this many items (default 2)")
     c.add_argument("--limit", type=int, default=50, help="at most this many (default 50; 0: all)")
     c.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_cluster_filters(c)
     c.set_defaults(handler=cmd_clusters_list)  # fmt: skip
     c = command(csub, "show", "Every member of one cluster.", "clusters show")
     c.add_argument("id", type=int)
     c.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_cluster_filters(c)
     c.set_defaults(handler=cmd_clusters_show)
 
     c = command(sub, "run", "Run the daemon: poll feeds on their schedule until stopped.")
@@ -114,6 +138,21 @@ def build_parser() -> argparse.ArgumentParser:
     c = command(sub, "recluster", "Rebuild all clusters from stored items.")
     c.add_argument("--threshold", type=_fraction, help="Jaccard threshold (default settings.dedup.threshold)")
     c.set_defaults(handler=cmd_recluster)
+
+    # everyday use: full-text search and database statistics
+    c = command(sub, "search", "Full-text search of stored items, grouped by story, best match first.")
+    c.add_argument("query", help="words (all must occur), or FTS5 syntax: \"a phrase\", bridg*, "
+                                 "title:strike, flood NOT river")
+    c.add_argument("--since", type=_duration, default=_duration("7d"),
+                   help="only items published in this period (default 7d)")
+    c.add_argument("--limit", type=int, default=20, help="at most this many stories (default 20; 0: all)")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.set_defaults(handler=cmd_search)
+    c = command(sub, "stats", "Feeds, items, stories, duplicates removed, database size, "
+                              "and which feeds mostly republish others.")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    c.set_defaults(handler=cmd_stats)  # fmt: skip
+    _add_demo(sub, command)
     return p
 
 
@@ -221,24 +260,30 @@ def _print_clusters(views, as_json: bool) -> None:
 def cmd_clusters_list(args, config: Config) -> int:
     with app.open_store(config, args.db) as store:
         since = utcnow() - timedelta(seconds=args.since)
-        views = queries.list_clusters(store, since, args.min_size, args.limit or None)
+        views = queries.list_clusters(store, since, args.min_size, args.limit or None,
+                                      _cluster_filter(args))  # fmt: skip
     _print_clusters(views, args.json)
     return 0
 
 
 def cmd_clusters_show(args, config: Config) -> int:
     with app.open_store(config, args.db) as store:
-        view = queries.get_cluster(store, args.id)
+        where = _cluster_filter(args)
+        view = queries.get_cluster(store, args.id, where)
+        if view is None and where and queries.get_cluster(store, args.id) is not None:
+            raise AggregatorError(f"cluster {args.id} has no member matching {where.describe()}")
     if view is None:
         raise AggregatorError(f"no cluster {args.id}; list them with `aggregator clusters list`")
     if args.json:
         print_json(view.to_json())
         return 0
+    now, terminal = utcnow(), is_terminal()
+    first_seen = relative(view.first_seen, now) if terminal else view.to_json()["first_seen"]
     print(f"cluster {view.id}: {safe(view.title)}")
-    print(f"{view.size} items from {view.feeds} feeds, first seen {view.to_json()['first_seen']}")
+    print(f"{view.size} items from {view.feeds} feeds, first seen {first_seen}")
     print_table(
         ("id", "feed", "published", "similarity", "title", "url"),
-        [(m.id, m.feed, m.published.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        [(m.id, m.feed, relative(m.published, now) if terminal else m.published.strftime("%Y-%m-%dT%H:%M:%SZ"),
           "" if m.similarity is None else f"{m.similarity:.2f}", m.title, m.url or "")
          for m in view.items],
     )  # fmt: skip
@@ -249,7 +294,7 @@ def cmd_digest(args, config: Config) -> int:
     from dataclasses import replace
 
     from .config import relative_to_config
-    from .digest import write_atomically
+    from .files import write_atomically
     from .publish import build_digest
 
     settings = config.settings.digest
@@ -291,11 +336,128 @@ def cmd_recluster(args, config: Config) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- everyday use: search, stats
+
+SEARCH_MATCHES_SHOWN = 3  # per story on a terminal; TSV and JSON list them all
+
+
+def cmd_search(args, config: Config) -> int:
+    from .output import highlight
+    from .search import plain, search
+    from .units import format_duration
+
+    with app.open_store(config, args.db) as store:
+        since = utcnow() - timedelta(seconds=args.since)
+        hits = search(store, args.query, since, args.limit or None)
+    if args.json:
+        print_json([h.to_json() for h in hits])
+        return 0
+    if not is_terminal():
+        print_table(
+            ("cluster", "size", "feeds", "item", "feed", "published", "score", "title", "snippet"),
+            [(h.id, h.size, h.feeds, m.id, m.feed, m.published.strftime("%Y-%m-%dT%H:%M:%SZ"),
+              m.score, m.title, plain(m.snippet))
+             for h in hits for m in h.matches],
+        )  # fmt: skip
+        return 0
+    if not hits:
+        print(f"no matches for {safe(args.query)!r} in the last {format_duration(args.since)}",
+              file=sys.stderr)  # fmt: skip
+        return 0
+    now = utcnow()
+    for h in hits:
+        print(f"cluster {h.id} · {h.size} items from {h.feeds} feeds · "
+              f"last seen {relative(h.last_seen, now)}")  # fmt: skip
+        for m in h.matches[:SEARCH_MATCHES_SHOWN]:
+            print(f"  {highlight(m.title_marked, True)}  ({safe(m.feed)}, {relative(m.published, now)})")
+            if m.snippet:
+                print(f"    {highlight(m.snippet, True)}")
+        if len(h.matches) > SEARCH_MATCHES_SHOWN:
+            print(f"  … {len(h.matches) - SEARCH_MATCHES_SHOWN} more matching items: "
+                  f"aggregator clusters show {h.id}")  # fmt: skip
+        print()
+    return 0
+
+
+def cmd_stats(args, config: Config) -> int:
+    from .stats import compute
+    from .units import format_size
+
+    with app.open_store(config, args.db) as store:
+        stats = compute(store, utcnow())
+    data = stats.to_json()
+    if args.json:
+        print_json(data)
+        return 0
+    terminal = is_terminal()
+    now = utcnow()
+    f, d, db = data["feeds"], data["duplicates"], data["database"]
+
+    def size(n: int) -> str | int:
+        return format_size(n) if terminal else n
+
+    def heading(text: str) -> None:
+        print(f"\n{text}" if terminal else "")
+
+    print_table(
+        ("metric", "value"),
+        [("feeds", f["total"]), *((f"feeds {k}", f[k]) for k in ("ok", "failing", "dead", "new", "inactive")),
+         ("items", data["items"]), ("clusters", data["clusters"]),
+         ("duplicates removed today", d["today"]), ("duplicates removed 7d", d["7d"]),
+         ("duplicates removed all", d["all"]),
+         ("database size", size(db["bytes"])), ("database file", size(db["db_bytes"])),
+         ("database wal", size(db["wal_bytes"]))],
+    )  # fmt: skip
+    heading("Largest stories of the last 24 h")
+    print_table(
+        ("id", "size", "feeds", "last seen", "title"),
+        [(c.id, c.size, c.feeds,
+          relative(c.last_seen, now) if terminal else data_c["last_seen"], c.title)
+         for c, data_c in zip(stats.largest, data["largest_clusters_24h"], strict=True)],
+    )  # fmt: skip
+    heading("Per feed: share of its items that repeat a story another feed reported first")
+    print_table(
+        ("id", "feed", "state", "items", "republished", "share"),
+        [(s.id, s.name, s.state, s.items, s.republished,
+          "" if s.republished_share is None
+          else f"{s.republished_share:.0%}" if terminal else s.republished_share)
+         for s in stats.per_feed],
+    )  # fmt: skip
+    return 0
+
+
+# ---------------------------------------------------------------- demo (no feeds.yaml needed)
+
+EPILOG["demo"] = ("example:\n  aggregator demo                 # then open http://127.0.0.1:8080/\n"
+                  "  aggregator demo --no-serve --dir /tmp/agg-demo")  # fmt: skip
+
+
+def _add_demo(sub, command) -> None:
+    c = command(sub, "demo", "Try it offline: fetch bundled sample feeds from a local server, "
+                             "print the stories they share, serve the digest and web view.")
+    c.add_argument("--dir", type=Path, help="keep feeds.yaml and the database here "
+                                            "(default: a temporary directory, deleted on exit)")
+    c.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT",
+                   help="where to serve the digest and web view (default 127.0.0.1:8080; "
+                        "a free port if it is taken)")
+    c.add_argument("--no-serve", action="store_true", help="print the stories and exit")
+    c.set_defaults(handler=cmd_demo, needs_config=False)  # fmt: skip
+
+
+def cmd_demo(args, config: None) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.dir, args.http, serve=not args.no_serve)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        config = load_config(getattr(args, "run_config", None) or args.config)
+        if getattr(args, "needs_config", True):
+            config = load_config(getattr(args, "run_config", None) or args.config)
+        else:
+            config = None  # `demo` writes its own feeds.yaml
         return args.handler(args, config)
     except AggregatorError as exc:
         print(f"aggregator: {safe(exc)}", file=sys.stderr)

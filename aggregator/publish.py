@@ -1,10 +1,12 @@
 """Publishing the digest: query the store, render the three formats, write the file
-atomically, and keep the bytes the HTTP server hands out."""
+atomically, and keep what the HTTP server hands out: the rendered feeds and a snapshot of
+the digest's clusters for the web view (so the server thread never reads the database)."""
 
 from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import format_datetime
@@ -12,8 +14,9 @@ from email.utils import format_datetime
 from .config import Config, DigestSettings, relative_to_config
 from .digest import CONTENT_TYPES, FORMATS, DigestMeta, render
 from .files import write_atomically
-from .queries import digest_clusters
+from .queries import ClusterView, cluster_tags, digest_clusters
 from .store import Store
+from .webview import DigestSnapshot
 
 
 @dataclass(frozen=True)
@@ -26,18 +29,24 @@ class Rendered:
     last_modified: str  # HTTP date
 
 
-def build_digest(
-    store: Store,
+def load_digest(store: Store, settings: DigestSettings, now: datetime) -> DigestSnapshot:
+    """The digest's clusters as of `now` and the tags of the feeds behind each."""
+    clusters = digest_clusters(
+        store, now - timedelta(seconds=settings.window), settings.max_entries,
+        settings.min_size, settings.tags,
+    )  # fmt: skip
+    tags = cluster_tags(store, [c.id for c in clusters])
+    return DigestSnapshot(settings.title, tuple(clusters), tags, now)
+
+
+def render_digest(
+    clusters: Sequence[ClusterView],
     settings: DigestSettings,
     now: datetime,
     base_url: str | None = None,
     formats: tuple[str, ...] = FORMATS,
 ) -> dict[str, Rendered]:
-    """Every requested format of the digest as of `now`."""
-    clusters = digest_clusters(
-        store, now - timedelta(seconds=settings.window), settings.max_entries,
-        settings.min_size, settings.tags,
-    )  # fmt: skip
+    """Every requested format of the digest of `clusters`."""
     out = {}
     for fmt in formats:
         self_url = f"{base_url}/digest.{fmt}" if base_url else None
@@ -53,32 +62,57 @@ def build_digest(
     return out
 
 
+def build_digest(
+    store: Store,
+    settings: DigestSettings,
+    now: datetime,
+    base_url: str | None = None,
+    formats: tuple[str, ...] = FORMATS,
+) -> dict[str, Rendered]:
+    """Every requested format of the digest as of `now`."""
+    clusters = digest_clusters(
+        store, now - timedelta(seconds=settings.window), settings.max_entries,
+        settings.min_size, settings.tags,
+    )  # fmt: skip
+    return render_digest(clusters, settings, now, base_url, formats)
+
+
 class DigestCache:
-    """The latest rendering of each format, swapped in whole so the server thread never
-    sees a half-updated digest."""
+    """The latest rendering of each format and the snapshot the web view renders from,
+    swapped in whole so the server thread never sees a half-updated digest."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rendered: dict[str, Rendered] = {}
+        self._snapshot: DigestSnapshot | None = None
         self.health: dict = {}
 
-    def update(self, rendered: dict[str, Rendered], health: dict | None = None) -> None:
+    def update(self, rendered: dict[str, Rendered], health: dict | None = None,
+               snapshot: DigestSnapshot | None = None) -> None:  # fmt: skip
         with self._lock:
             self._rendered = dict(rendered)
             if health is not None:
                 self.health = dict(health)
+            if snapshot is not None:
+                self._snapshot = snapshot
 
     def get(self, fmt: str) -> Rendered | None:
         with self._lock:
             return self._rendered.get(fmt)
 
+    def snapshot(self) -> DigestSnapshot | None:
+        """The clusters of the last publish (immutable records), for the web view."""
+        with self._lock:
+            return self._snapshot
+
 
 def publish(config: Config, store: Store, now: datetime, cache: DigestCache | None = None,
             base_url: str | None = None) -> dict[str, Rendered]:  # fmt: skip
     """Render the digest, write settings.digest_path atomically, refresh the cache."""
-    rendered = build_digest(store, config.settings.digest, now, base_url)
+    snapshot = load_digest(store, config.settings.digest, now)
+    rendered = render_digest(snapshot.clusters, config.settings.digest, now, base_url)
     path = relative_to_config(config, config.settings.digest_path)
     write_atomically(path, rendered[config.settings.digest.format].body)
     if cache is not None:
-        cache.update(rendered)
+        cache.update(rendered, snapshot=snapshot)
     return rendered

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from .config import DedupSettings
 from .dedup import Signature, jaccard
+from .errors import AggregatorError
+from .search import explain, fts_query, is_query_error, match_ids_sql
 from .store import Store
 from .timeutil import from_iso
 
@@ -56,26 +59,116 @@ def _iso(dt: datetime | None) -> str | None:
 _FEED_NAME = "coalesce(f.name, f.title, f.url)"
 
 
+@dataclass(frozen=True)
+class ClusterFilter:
+    """Which clusters to keep: those with at least one member from a feed with one of
+    `tags`, from the feed `feed` (name, own title or URL), and matching the full-text
+    query `query` (each given condition must hold, possibly by different members)."""
+
+    tags: tuple[str, ...] = ()
+    feed: str | None = None
+    query: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.tags or self.feed or self.query)
+
+    def describe(self) -> str:
+        """The filter as the options that set it, for messages."""
+        parts = [f"--tag {t}" for t in self.tags]
+        if self.feed:
+            parts.append(f"--feed {self.feed}")
+        if self.query:
+            parts.append(f"--query {self.query!r}")
+        return " ".join(parts)
+
+
+def _filter_sql(store: Store, where: ClusterFilter | None) -> tuple[str, list]:
+    """SQL conditions on clusters `c` (each starting with AND) and their arguments."""
+    if not where:
+        return "", []
+    sql, args = "", []
+    if where.tags:
+        sql += (
+            " AND EXISTS (SELECT 1 FROM items i JOIN feeds f ON f.id = i.feed_id, json_each(f.tags) t"
+            f" WHERE i.cluster_id = c.id AND t.value IN ({','.join('?' * len(where.tags))}))"
+        )
+        args.extend(where.tags)
+    if where.feed:
+        feed_ids = find_feeds(store, where.feed)
+        sql += (
+            " AND EXISTS (SELECT 1 FROM items i WHERE i.cluster_id = c.id"
+            f" AND i.feed_id IN ({','.join('?' * len(feed_ids))}))"
+        )
+        args.extend(feed_ids)
+    if where.query:
+        sql += f" AND EXISTS (SELECT 1 FROM items i WHERE i.cluster_id = c.id AND {match_ids_sql()})"
+        args.append(fts_query(where.query))
+    return sql, args
+
+
+def find_feeds(store: Store, name_or_url: str) -> list[int]:
+    """Ids of the feeds called `name_or_url` (feeds.yaml name or the feed's own title, any
+    case) or at that URL; an AggregatorError naming the fix when there is none."""
+    ids = [
+        r[0]
+        for r in store.conn.execute(
+            """SELECT id FROM feeds WHERE url = ? OR lower(name) = lower(?)
+               OR (name IS NULL AND lower(title) = lower(?)) ORDER BY id""",
+            (name_or_url, name_or_url, name_or_url),
+        )
+    ]
+    if not ids:
+        raise AggregatorError(
+            f"no feed named or at {name_or_url!r}; see the names with `aggregator feeds list`"
+        )
+    return ids
+
+
+def _run_filtered(store: Store, sql: str, args: list, where: ClusterFilter | None) -> list[int]:
+    try:
+        return [r[0] for r in store.conn.execute(sql, args)]
+    except sqlite3.OperationalError as exc:
+        if where and where.query and is_query_error(exc):
+            raise explain(where.query, exc) from None
+        raise
+
+
 def list_clusters(
-    store: Store, since: datetime | None = None, min_size: int = 1, limit: int | None = 50
+    store: Store,
+    since: datetime | None = None,
+    min_size: int = 1,
+    limit: int | None = 50,
+    where: ClusterFilter | None = None,
 ) -> list[ClusterView]:
-    """Clusters active since `since`, newest first, with their members."""
+    """Clusters active since `since`, newest first, with their members; with `where`,
+    only the clusters it keeps."""
     sql = """SELECT c.id FROM clusters c WHERE c.size >= ?"""
     args: list = [min_size]
     if since is not None:
         sql += " AND c.last_seen >= ?"
         args.append(since.strftime("%Y-%m-%dT%H:%M:%SZ"))
-    sql += " ORDER BY c.last_seen DESC, c.id DESC"
-    if limit:
-        sql += " LIMIT ?"
-        args.append(limit)
     with store.snapshot():
-        ids = [r[0] for r in store.conn.execute(sql, args)]
+        extra, extra_args = _filter_sql(store, where)
+        sql += extra + " ORDER BY c.last_seen DESC, c.id DESC"
+        args += extra_args
+        if limit:
+            sql += " LIMIT ?"
+            args.append(limit)
+        ids = _run_filtered(store, sql, args, where)
         return _load(store, ids)
 
 
-def get_cluster(store: Store, cluster_id: int) -> ClusterView | None:
+def get_cluster(
+    store: Store, cluster_id: int, where: ClusterFilter | None = None
+) -> ClusterView | None:
+    """One cluster with its members; None if there is none with that id (or, with
+    `where`, if the filter does not keep it)."""
     with store.snapshot():
+        extra, args = _filter_sql(store, where)
+        if extra and not _run_filtered(
+            store, f"SELECT c.id FROM clusters c WHERE c.id = ?{extra}", [cluster_id, *args], where
+        ):
+            return None
         found = _load(store, [cluster_id])
     return found[0] if found else None
 
@@ -169,4 +262,23 @@ def feed_rows(store: Store) -> list[dict]:
     return store.feed_summaries()
 
 
-__all__ = ["ClusterView", "MemberView", "DedupSettings", "list_clusters", "get_cluster"]
+__all__ = [
+    "ClusterFilter", "ClusterView", "MemberView", "DedupSettings", "list_clusters", "get_cluster",
+]
+
+
+def cluster_tags(store: Store, cluster_ids: list[int]) -> dict[int, frozenset[str]]:
+    """Per cluster, the tags (feeds.yaml) of the feeds that carried it: the web view's
+    `?tag=` filter works on these without going back to the database."""
+    if not cluster_ids:
+        return {}
+    out: dict[int, set[str]] = {cid: set() for cid in cluster_ids}
+    marks = ",".join("?" * len(cluster_ids))
+    for cid, tag in store.conn.execute(
+        f"""SELECT DISTINCT i.cluster_id, t.value
+            FROM items i JOIN feeds f ON f.id = i.feed_id, json_each(f.tags) t
+            WHERE i.cluster_id IN ({marks})""",
+        cluster_ids,
+    ):
+        out[cid].add(str(tag))
+    return {cid: frozenset(tags) for cid, tags in out.items()}

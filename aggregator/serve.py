@@ -1,12 +1,15 @@
-"""The daemon's read-only HTTP server: the digest in three formats and a health check.
+"""The daemon's read-only HTTP server: the digest in three formats, the web view (`/`)
+and a health check.
 
 It runs in a thread and only reads the in-memory DigestCache (never the database), so a
-slow client cannot hold a database lock. Conditional requests get 304, so feed readers
-can poll it cheaply."""
+slow client cannot hold a database lock: the web view is rendered per request from the
+snapshot of the digest's clusters that the daemon stores there after each publish.
+Conditional requests get 304, so feed readers can poll it cheaply."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import threading
@@ -14,6 +17,8 @@ from email.utils import parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .publish import DigestCache
+from .timeutil import utcnow
+from .webview import CONTENT_SECURITY_POLICY, CONTENT_TYPE, parse_filter, render_page
 
 log = logging.getLogger("aggregator.serve")
 ROUTES = {"/digest.atom": "atom", "/digest.rss": "rss", "/digest.json": "json"}
@@ -33,7 +38,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(send_body=True)
 
     def _answer(self, send_body: bool) -> None:
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
+        if path == "/":
+            return self._page(query, send_body)
         if path == "/healthz":
             body = json.dumps(self.cache.health, indent=2).encode()
             return self._send(200, {"Content-Type": "application/json", "Cache-Control": "no-store"},
@@ -41,7 +48,7 @@ class _Handler(BaseHTTPRequestHandler):
         fmt = ROUTES.get(path)
         if fmt is None:
             return self._send(404, {"Content-Type": "text/plain; charset=utf-8"},
-                              b"not found: try /digest.atom, /digest.rss, /digest.json or /healthz\n",
+                              b"not found: try /, /digest.atom, /digest.rss, /digest.json or /healthz\n",
                               send_body)  # fmt: skip
         rendered = self.cache.get(fmt)
         if rendered is None:
@@ -56,6 +63,26 @@ class _Handler(BaseHTTPRequestHandler):
         if self._not_modified(rendered.etag, rendered.last_modified):
             return self._send(304, headers, b"", False)
         return self._send(200, headers, rendered.body, send_body)
+
+    def _page(self, query: str, send_body: bool) -> None:
+        snapshot = self.cache.snapshot()
+        if snapshot is None:
+            return self._send(503, {"Content-Type": "text/plain; charset=utf-8", "Retry-After": "5"},
+                              b"the digest is being built; retry in a few seconds\n", send_body)  # fmt: skip
+        body = render_page(snapshot, parse_filter(query), utcnow())
+        etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+        headers = {
+            "Content-Type": CONTENT_TYPE,
+            "ETag": etag,
+            "Cache-Control": "no-cache",
+            "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+        }
+        inm = self.headers.get("If-None-Match")
+        if inm is not None and etag in {t.strip().removeprefix("W/") for t in inm.split(",")}:
+            return self._send(304, headers, b"", False)
+        return self._send(200, headers, body, send_body)
 
     def _not_modified(self, etag: str, last_modified: str) -> bool:
         inm = self.headers.get("If-None-Match")

@@ -53,3 +53,15 @@ def parse_size(text: str | int) -> int:
     if not m:
         raise ValueError(f"{text!r} is not a size; write it like 10MB or 512KB")
     return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()])
+
+
+def format_size(size: int) -> str:
+    """`1.2 MB`: a byte count for people (decimal units, as `parse_size` reads them)."""
+    if size < 1000:
+        return f"{size} B"
+    value, unit = size / 1000, "kB"
+    for bigger in ("MB", "GB"):
+        if value < 1000:
+            break
+        value, unit = value / 1000, bigger
+    return f"{value:.1f} {unit}"
