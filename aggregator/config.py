@@ -324,7 +324,8 @@ def parse_config(text: str, path: Path) -> Config:
     """Config from feeds.yaml text; `path` is only used in messages and for relative paths."""
     where = _Where(path)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        # libyaml's composer when PyYAML has it: ~10x faster on a list of thousands of feeds
+        root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
