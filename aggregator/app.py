@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .clustering import Clusterer
@@ -36,6 +36,7 @@ class Pipeline:
     clusterer: Clusterer
     executor: Executor | None = None
     _executor_ready: bool = False
+    writer: ThreadPoolExecutor | None = None
 
     @classmethod
     def start(cls, config: Config, store: Store) -> Pipeline:
@@ -60,8 +61,10 @@ class Pipeline:
             feeds = self.store.sync_feeds(self.config, utcnow())
         executor = self._parse_executor(len(feeds))
         async with make_client(settings) as client:
+            if self.writer is None and len(feeds) > 1:
+                self.writer = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
             poller = Poller(self.config, self.store, Fetcher(client, settings),
-                            self.clusterer, executor)  # fmt: skip
+                            self.clusterer, executor, writer=self.writer)  # fmt: skip
             try:
                 return await poller.poll(feeds, on_done)
             finally:
@@ -70,6 +73,10 @@ class Pipeline:
                     self._executor_ready = False
 
     def close(self) -> None:
+        """Let a write in progress finish (never cut a transaction), stop the workers."""
+        if self.writer is not None:
+            self.writer.shutdown(wait=True)
+            self.writer = None
         if self.executor is not None:
             self.executor.shutdown(wait=False, cancel_futures=True)
             self.executor = None

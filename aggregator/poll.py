@@ -176,12 +176,17 @@ class Poller:
         clusters: ClusterStage | None = None,
         executor: Executor | None = None,
         clock: Callable[[], datetime] = utcnow,
+        writer: Executor | None = None,
     ):
         self.config = config
         self.store = store
         self.fetcher = fetcher
         self.clusters = clusters
         self.executor = executor
+        # One thread does every database write of a poll (and the clustering inside it),
+        # so the event loop keeps serving fetches: a busy loop would make their timeouts
+        # expire. None writes on the loop itself (tests, single feeds).
+        self.writer = writer
         self.clock = clock
         self.stopping = False
         self.pool_broken = False
@@ -220,9 +225,9 @@ class Poller:
 
     async def poll_feed(self, feed: FeedRow) -> FeedOutcome:
         fetch = await self.fetcher.fetch(feed.url, feed.etag, feed.last_modified)
-        if fetch.status is not FetchStatus.OK:
-            return self._store_failure(feed, fetch)
         loop = asyncio.get_running_loop()
+        if fetch.status is not FetchStatus.OK:
+            return await self._write(self._store_failure, feed, fetch)
         dedup = self.config.settings.dedup if self.clusters else None
         try:
             doc = await loop.run_in_executor(
@@ -239,9 +244,16 @@ class Poller:
         except Exception as exc:  # a parser bug must not take the poll down
             log.exception("parsing %s failed", feed.url)
             doc = Document(ParsedFeed(error=f"parser crashed: {type(exc).__name__}: {exc}"))
-        return self._store_document(feed, fetch, doc.feed, doc.signatures)
+        return await self._write(self._store_document, feed, fetch, doc.feed, doc.signatures)
 
     # ------------------------------------------------------------ writing
+
+    async def _write(self, method: Callable[..., FeedOutcome], *args) -> FeedOutcome:
+        """Run a store method on the writer thread. If the poll is cancelled meanwhile,
+        the transaction still finishes there (it is never cut in half)."""
+        if self.writer is None:
+            return method(*args)
+        return await asyncio.get_running_loop().run_in_executor(self.writer, method, *args)
 
     def _store_failure(self, feed: FeedRow, fetch: FetchResult) -> FeedOutcome:
         now = self.clock()

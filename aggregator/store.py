@@ -115,7 +115,10 @@ class Store:
         if path.exists() and path.is_dir():
             raise StoreError(f"{path}: is a folder, not a database file; pass --db PATH/aggregator.db")
         try:
-            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            # used by one thread at a time: the event loop, or the poll's writer thread
+            conn = sqlite3.connect(
+                path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            )
         except sqlite3.Error as exc:
             raise StoreError(_explain_db_error(path, exc)) from None
         store = cls(sqlite_utils.Database(conn), path)

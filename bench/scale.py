@@ -80,14 +80,27 @@ def iso(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+NAMES = 20_000
+_SYLLABLES = ("ka", "lo", "mir", "ten", "vas", "dor", "el", "bri", "sun", "qua", "ze", "pol",
+              "rin", "tha", "gor", "ul", "nes", "fi", "wat", "ham")  # fmt: skip
+
+
 class Texts:
-    """Titles and bodies from the vocabulary, Zipf-like word frequencies."""
+    """Titles and bodies from the vocabulary, Zipf-like word frequencies; each story also
+    names one of 20,000 made-up places/people, since the ~500-word vocabulary alone would
+    make every search term match most items."""
 
     def __init__(self, rng: random.Random):
         self.rng = rng
         self.words = list(VOCABULARY)
         rng.shuffle(self.words)
         self.cum = list(itertools.accumulate(1 / (r + 1) ** 0.8 for r in range(len(self.words))))
+        names = {"".join(rng.choices(_SYLLABLES, k=rng.randint(2, 4))) for _ in range(NAMES * 2)}
+        self.names = sorted(names)[:NAMES]
+        rng.shuffle(self.names)
+
+    def name(self) -> str:
+        return self.names[self.rng.randrange(len(self.names))].capitalize()
 
     def words_(self, k: int) -> list[str]:
         return self.rng.choices(self.words, cum_weights=self.cum, k=k)
@@ -131,7 +144,8 @@ def generate(n_items: int, feeds: int, now: datetime, seed: int, window_share: f
         while pending and pending[0][0] <= t0.timestamp():
             _, _, row = heapq.heappop(pending)
             yield row
-        title, body = texts.title(), texts.text()
+        name = texts.name()
+        title, body = f"{name}: {texts.title()}", f"{name} {texts.text()}"
         for m, feed in enumerate(rng.sample(range(1, feeds + 1), size)):
             seen = min(now, t0 + timedelta(seconds=m * rng.uniform(0, 6 * 3600)))
             t, x, sim = title, body, 1.0
@@ -315,18 +329,19 @@ def cli_commands() -> set[str]:
     return set(sub.choices)
 
 
-def pick_cluster_and_word(db: Path, now: datetime) -> tuple[int, str]:
+def pick_cluster_and_words(db: Path, now: datetime, seed: int) -> tuple[int, str, str]:
+    """The largest cluster active in the last day; the name its story is about (a search
+    that matches a few dozen items, like a real one); a word most items contain."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        cid = conn.execute(
-            "SELECT id FROM clusters WHERE last_seen >= ? ORDER BY size DESC, id LIMIT 1",
+        cid, title = conn.execute(
+            "SELECT c.id, r.title FROM clusters c JOIN items r ON r.id = c.representative_id"
+            " WHERE c.last_seen >= ? ORDER BY c.size DESC, c.id LIMIT 1",
             (iso(now - timedelta(days=1)),),
-        ).fetchone()[0]
+        ).fetchone()
     finally:
         conn.close()
-    # a word of middling frequency: common enough to match, rare enough to rank
-    words = Texts(random.Random(1)).words
-    return cid, words[len(words) // 3]
+    return cid, title.split(":", 1)[0], Texts(random.Random(seed + 1)).words[0]
 
 
 @contextlib.contextmanager
@@ -425,13 +440,14 @@ def main(argv: list[str] | None = None) -> int:
         if daemon.returncode != 0:
             raise SystemExit(f"run --once failed: {daemon.stderr[-2000:]}")
         m = re.search(r"dedup index rebuilt: (\d+) items in ([\d.]+)s", daemon.stderr)
-        cid, word = pick_cluster_and_word(db, now)
+        cid, name, common = pick_cluster_and_words(db, now, args.seed)
         commands = cli_commands()
         queries = {"clusters list": ["clusters", "list"],
                    "clusters list --json": ["clusters", "list", "--json"],
                    f"clusters show {cid}": ["clusters", "show", str(cid)]}  # fmt: skip
         if "search" in commands:
-            queries[f"search {word}"] = ["search", word]
+            queries[f"search {name}"] = ["search", name]
+            queries[f"search {common} (most items)"] = ["search", common]
         if "stats" in commands:
             queries["stats"] = ["stats"]
         queries["digest -o -"] = ["digest", "-o", "-"]
