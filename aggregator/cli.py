@@ -197,14 +197,7 @@ def cmd_feeds_list(args, config: Config) -> int:
         store.sync_feeds(config, utcnow())
         rows = store.feed_summaries()
     if args.json:
-        print_json([
-            {"id": r["id"], "url": r["url"], "name": r["name"] or r["title"],
-             "tags": __import__("json").loads(r["tags"]), "active": bool(r["active"]),
-             "status": r["status"], "last_fetch": r["last_fetch_at"], "last_error": r["last_error"],
-             "error_count": r["error_count"], "next_fetch": r["next_fetch_at"],
-             "moved_to": r["moved_to"], "items": r["items"]}
-            for r in rows
-        ])  # fmt: skip
+        print_json([queries.feed_json(r) for r in rows])
         return 0
     now = utcnow()
     terminal = is_terminal()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -256,6 +257,17 @@ def digest_clusters(
     with store.snapshot():
         ids = [r[0] for r in store.conn.execute(sql, args)]
         return _load(store, ids)
+
+
+def feed_json(row: dict) -> dict:
+    """The documented `feeds list --json` shape of one feeds row (with its item count)."""
+    return {
+        "id": row["id"], "url": row["url"], "name": row["name"] or row["title"],
+        "tags": json.loads(row["tags"]), "active": bool(row["active"]), "status": row["status"],
+        "last_fetch": row["last_fetch_at"], "last_error": row["last_error"],
+        "error_count": row["error_count"], "next_fetch": row["next_fetch_at"],
+        "moved_to": row["moved_to"], "items": row["items"],
+    }  # fmt: skip
 
 
 def feed_rows(store: Store) -> list[dict]:
