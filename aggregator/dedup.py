@@ -96,6 +96,65 @@ def hash_words(tokens: list[str]) -> np.ndarray:
     return out
 
 
+# The same hashes straight from the text, without building a list of words: the text's
+# code points are classified as word characters with a table (the characters re's \w
+# matches: alphanumerics and "_"), words are the runs of them, and the polynomial above is
+# summed per run with np.add.reduceat. Equal to hash_words(words(text)) (tested over the
+# whole Basic Multilingual Plane); texts with characters beyond it take that slower path.
+_BMP = 0x10000
+
+
+def _word_char_table() -> np.ndarray:
+    table = np.fromiter((chr(c).isalnum() for c in range(_BMP)), dtype=bool, count=_BMP)
+    table[ord("_")] = True
+    return table
+
+
+_WORD_CHAR: np.ndarray | None = None
+_CUT = TOKEN_CHARS  # characters at offset >= TOKEN_CHARS weigh 0
+_WEIGHT = np.append(_POSITION, np.uint64(0))
+
+
+def word_hashes(text: str) -> np.ndarray:
+    """hash_words(words(text)), computed per document in a few numpy calls."""
+    return _folded_word_hashes(text.casefold(), 0)[0]
+
+
+def _folded_word_hashes(folded: str, split: int) -> tuple[np.ndarray, int]:
+    """Hashes of the words of casefolded text, and how many of them start before
+    character `split` (how a title + body string is cut back into title and body)."""
+    global _WORD_CHAR
+    if _WORD_CHAR is None:
+        _WORD_CHAR = _word_char_table()
+    codes = np.frombuffer(folded.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    if len(codes) == 0:
+        return np.zeros(0, dtype=np.uint64), 0
+    if int(codes.max()) >= _BMP:
+        return hash_words(WORD.findall(folded)), len(WORD.findall(folded[:split]))
+    at = np.flatnonzero(_WORD_CHAR[codes])  # positions of word characters
+    if len(at) == 0:
+        return np.zeros(0, dtype=np.uint64), 0
+    index = np.arange(len(at))
+    # where each word starts (a gap before it), then each character's offset in its word
+    word_start = np.zeros(len(at), dtype=np.int64)
+    word_start[1:] = np.where(at[1:] != at[:-1] + 1, index[1:], 0)
+    offset = index - np.maximum.accumulate(word_start)
+    np.minimum(offset, _CUT, out=offset)
+    starts = np.flatnonzero(offset == 0)
+    with np.errstate(over="ignore"):
+        h = np.add.reduceat(codes[at].astype(np.uint64) * _WEIGHT[offset], starts)
+    before = int(np.searchsorted(at[starts], split)) if split else 0
+    return h ^ (h >> np.uint64(29)), before
+
+
+def distinct(values: np.ndarray) -> int:
+    """Number of distinct values (np.unique without building the array it returns)."""
+    if len(values) == 0:
+        return 0
+    ordered = np.sort(values)
+    return 1 + int(np.count_nonzero(ordered[1:] != ordered[:-1]))
+
+
 def shingle_sequence(hashes: np.ndarray, n: int) -> np.ndarray:
     """32-bit hashes of the word n-grams in text order, repeats kept (the whole text is one
     shingle when shorter than n); `hashes` are hash_words() values."""
@@ -174,30 +233,35 @@ class Signer:
         lede_perm = self.settings.lede_num_perm
         return Signature(
             KIND_WORDS,
-            len(np.unique(sequence)),
+            distinct(sequence),
             phv.min(axis=0),
-            len(np.unique(sequence[start : start + rows])),
+            distinct(sequence[start : start + rows]),
             phv[start : start + rows, :lede_perm].min(axis=0),
         )
 
     def sign(self, title: str, text: str) -> Signature:
         """Signature of an item's normalised title and text."""
         s = self.settings
-        body = words(text)
-        all_words = words(title) + body
-        if len(all_words) < s.short_words:
+        # one pass over "title body"; a separator character keeps their words apart
+        folded_title = title.casefold()
+        hashed, n_title = _folded_word_hashes(folded_title + " " + text.casefold(), len(folded_title))
+        n_all = len(hashed)
+        n_body = n_all - n_title
+        if n_all < s.short_words:
             shingles = char_shingles(title + " " + text, s.short_chars)
             return Signature(KIND_CHARS, len(shingles), self._minhash(shingles, self._full))
-        lede_words = body[: s.lede_words] or all_words[: s.lede_words]
         if s.shingles == "chars":  # the measured alternative (bench/dedup_quality.py --set)
+            body = words(text)
+            all_words = words(title) + body
+            lede_words = body[: s.lede_words] or all_words[: s.lede_words]
             full = char_shingles(" ".join(all_words), s.short_chars)
             lede = char_shingles(" ".join(lede_words), s.short_chars)
         else:
-            hashed = hash_words(all_words)  # the lede's words are a slice of these
-            start = len(all_words) - len(body) if len(lede_words) <= len(body) and body else 0
+            lede_len = min(s.lede_words, n_body or n_all)
+            start = n_all - n_body if n_body else 0
             n = s.shingle_words
             sequence = shingle_sequence(hashed, n)
-            lede_rows = len(lede_words) - n + 1
+            lede_rows = lede_len - n + 1
             if (
                 self._shared
                 and lede_rows >= 1
@@ -205,7 +269,7 @@ class Signer:
             ):
                 return self._sign_with_lede(sequence, start, lede_rows)
             full = np.unique(sequence)
-            lede = word_shingles(hashed[start : start + len(lede_words)], n)
+            lede = word_shingles(hashed[start : start + lede_len], n)
         return Signature(
             KIND_WORDS,
             len(full),
@@ -338,7 +402,9 @@ class _Bands:
         self.rows = np.zeros(0, dtype=np.int32)
         self._tail_keys: list[np.ndarray] = []
         self._tail_rows: list[np.ndarray] = []
-        self._tail: dict[int, list[int]] = {}
+        self._tail: dict[int, int | list[int]] = {}
+        self._online_keys: list[np.ndarray] = []
+        self._online_rows: list[int] = []
         self._tail_count = 0
 
     def band_keys(self, sigs: np.ndarray, kind: np.ndarray | int = 0) -> np.ndarray:
@@ -356,24 +422,26 @@ class _Bands:
         self._tail_rows.append(np.repeat(rows.astype(np.int32), keys.shape[1]))
 
     def add_one(self, keys: np.ndarray, row: int) -> None:
-        """Online add of one row: queryable at once through the tail dict."""
+        """Online add of one row: queryable at once through the tail dict, which maps a
+        key to its row, or to a list of rows once several share it. Set operations on
+        the dict's keys keep the common case (no shared key) free of a Python loop."""
         tail = self._tail
-        for k in keys.tolist():
-            found = tail.get(k)
-            if found is None:
-                tail[k] = [row]
-            else:
-                found.append(row)
+        new = dict.fromkeys(keys.tolist(), row)
+        for k in tail.keys() & new.keys():
+            old = tail[k]
+            new[k] = [*old, row] if isinstance(old, list) else [old, row]
+        tail.update(new)
+        self._online_keys.append(keys)  # merge() reads these instead of walking the dict
+        self._online_rows.append(row)
         self._tail_count += 1
         if self._tail_count >= self.MERGE_AT:
             self.merge()
 
     def merge(self) -> None:
         """Fold everything added into the sorted arrays."""
-        if self._tail:
-            flat = [(k, r) for k, rows in self._tail.items() for r in rows]
-            self._tail_keys.append(np.fromiter((k for k, _ in flat), dtype=np.uint32, count=len(flat)))
-            self._tail_rows.append(np.fromiter((r for _, r in flat), dtype=np.int32, count=len(flat)))
+        if self._online_keys:
+            self._tail_keys.append(np.concatenate(self._online_keys))
+            self._tail_rows.append(np.repeat(np.asarray(self._online_rows, dtype=np.int32), self.b))
         if not self._tail_keys:
             return
         keys = np.concatenate([self.keys, *self._tail_keys])
@@ -381,6 +449,7 @@ class _Bands:
         order = np.argsort(keys, kind="stable")
         self.keys, self.rows = keys[order], rows[order]
         self._tail_keys, self._tail_rows, self._tail = [], [], {}
+        self._online_keys, self._online_rows = [], []
         self._tail_count = 0
 
     def query(self, keys: np.ndarray) -> set[int]:
@@ -394,17 +463,21 @@ class _Bands:
             for start, end in zip(lo.tolist(), hi.tolist(), strict=True):
                 if end > start:
                     found.update(self.rows[max(start, end - BUCKET_CAP) : end].tolist())
-        if self._tail:
-            for k in keys.tolist():
-                rows = self._tail.get(k)
-                if rows:
+        tail = self._tail
+        if tail:
+            for k in tail.keys() & set(keys.tolist()):
+                rows = tail[k]
+                if isinstance(rows, list):
                     found.update(rows[-BUCKET_CAP:])
+                else:
+                    found.add(rows)
         return found
 
     @property
     def nbytes(self) -> int:
         tail = sum(k.nbytes + r.nbytes for k, r in zip(self._tail_keys, self._tail_rows, strict=True))
-        return self.keys.nbytes + self.rows.nbytes + tail + 120 * len(self._tail)
+        online = sum(k.nbytes + 112 for k in self._online_keys) + 8 * len(self._online_rows)
+        return self.keys.nbytes + self.rows.nbytes + tail + online + 120 * len(self._tail)
 
 
 class DedupIndex:
@@ -418,6 +491,7 @@ class DedupIndex:
         self.lede_bands = _Bands(settings.lede_num_perm, settings.lede_threshold, salt=13)
         self.n = 0
         self._key_memo: tuple | None = None
+        self._plan_keys()
         s = settings
         self.item_ids = np.zeros(capacity, dtype=np.int64)
         self.cluster_ids = np.zeros(capacity, dtype=np.int64)
@@ -522,12 +596,37 @@ class DedupIndex:
             self.lede[row] if kind == KIND_WORDS else None,
         )
 
+    def _plan_keys(self) -> None:
+        """Both tables' band keys of one signature in a single gather: the bands of the
+        full and lede signatures laid out over one vector (full, lede, a zero slot), so
+        an online query costs a handful of numpy calls instead of two band_keys() calls.
+        The keys are the ones band_keys() gives (tested)."""
+        full, lede = self.full_bands, self.lede_bands
+        p, q = self.settings.num_perm, self.settings.lede_num_perm
+        width = max(full.r, lede.r)
+        gather = np.full((full.b + lede.b, width), p + q, dtype=np.intp)  # p + q: the zero slot
+        mult = np.zeros((full.b + lede.b, width), dtype=np.uint64)
+        gather[: full.b, : full.r] = np.arange(full.b * full.r).reshape(full.b, full.r)
+        gather[full.b :, : lede.r] = p + np.arange(lede.b * lede.r).reshape(lede.b, lede.r)
+        mult[: full.b, : full.r] = full._mult
+        mult[full.b :, : lede.r] = lede._mult
+        self._gather, self._gather_mult = gather, mult
+        self._gather_salt = np.concatenate([full._salt, lede._salt])
+        self._vector = np.zeros(p + q + 1, dtype=np.uint64)
+
     def _keys(self, sig: Signature) -> tuple[np.ndarray, np.ndarray | None]:
         """Band keys of `sig`, computed once for the query and the add that follows it."""
         if self._key_memo is not None and self._key_memo[0] is sig:
             return self._key_memo[1], self._key_memo[2]
-        full = self.full_bands.band_keys(sig.full[None], sig.kind)[0]
-        lede = self.lede_bands.band_keys(sig.lede[None])[0] if sig.lede is not None else None
+        p, b = self.settings.num_perm, self.full_bands.b
+        vector = self._vector
+        vector[:p] = sig.full
+        vector[p:-1] = 0 if sig.lede is None else sig.lede
+        keys = (vector[self._gather] * self._gather_mult).sum(axis=1) + self._gather_salt
+        if sig.kind:
+            keys[:b] ^= np.uint64(sig.kind) * _MIX[2]
+        keys = ((keys ^ (keys >> np.uint64(32))) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+        full, lede = keys[:b], (keys[b:] if sig.lede is not None else None)
         self._key_memo = (sig, full, lede)
         return full, lede
 

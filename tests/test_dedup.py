@@ -24,8 +24,10 @@ from aggregator.dedup import (
     char_shingles,
     choose_cluster,
     containment,
+    hash_words,
     jaccard,
     similarity,
+    word_hashes,
     word_shingles,
     words,
 )
@@ -118,6 +120,26 @@ def test_signature_blob_round_trip(signer: Signer) -> None:
 
 def test_words_casefold_and_drop_punctuation() -> None:
     assert words("The  Bridge, CLOSED! (for 8 months)") == ["the", "bridge", "closed", "for", "8", "months"]
+
+
+def test_word_hashes_equal_hashing_the_regex_words_over_the_whole_bmp() -> None:
+    # the fast tokenizer must give the hashes stored signatures were made with
+    chars = "".join(chr(c) for c in range(0x10000))
+    for start in range(0, len(chars), 700):
+        chunk = chars[start : start + 700]
+        text = " ".join(chunk[i : i + 9] for i in range(0, len(chunk), 9))
+        assert np.array_equal(word_hashes(text), hash_words(words(text))), hex(start)
+    for text in ["", " ,.", "Straße ǅ ﬁ İstanbul", "a" * 40 + " b", "emoji \U0001F600 x_y", "x\ud800y"]:
+        assert np.array_equal(word_hashes(text), hash_words(words(text))), text
+
+
+def test_title_and_body_words_stay_apart(signer: Signer) -> None:
+    # signing hashes "title body" in one pass: a title's last word must not join the body's first
+    body = " ".join(f"word{i}" for i in range(40))
+    split = signer.sign("Bridge", body)
+    assert np.array_equal(split.full, signer.sign("", "Bridge " + body).full)
+    assert not np.array_equal(split.full, signer.sign("", "Bridge" + body).full)
+    assert np.array_equal(split.lede, signer.sign("Other title", body).lede)  # the body's first words
 
 
 def test_word_shingles_count_distinct_trigrams() -> None:
@@ -351,6 +373,23 @@ def test_bulk_rows_are_queryable_after_finish_bulk(signer: Signer) -> None:
     index.finish_bulk()
     assert index.candidates(sigs[0], 0) == [0]
     assert index.nbytes > 0
+
+
+def test_online_band_keys_equal_bulk_band_keys() -> None:
+    # online queries compute both tables' keys in one gather; start-up uses band_keys()
+    index = DedupIndex(SETTINGS)
+    rng = np.random.RandomState(3)
+    for kind in (KIND_WORDS, KIND_CHARS):
+        for _ in range(20):
+            full = rng.randint(0, 2**32, size=SETTINGS.num_perm, dtype=np.uint64).astype(np.uint32)
+            lede = rng.randint(0, 2**32, size=SETTINGS.lede_num_perm, dtype=np.uint64).astype(np.uint32)
+            sig = Signature(kind, 100, full, 40, lede if kind == KIND_WORDS else None)
+            full_keys, lede_keys = index._keys(sig)
+            assert np.array_equal(full_keys, index.full_bands.band_keys(full[None], kind)[0])
+            if kind == KIND_WORDS:
+                assert np.array_equal(lede_keys, index.lede_bands.band_keys(lede[None])[0])
+            else:
+                assert lede_keys is None
 
 
 def test_tail_merge_keeps_everything_queryable(signer: Signer, monkeypatch) -> None:
