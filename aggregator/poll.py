@@ -11,6 +11,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,7 +28,7 @@ from .normalize import html_to_text, normalize_entries, one_line
 from .parse import parse_feed
 from .records import FetchResult, FetchStatus, Item, ParsedFeed
 from .schedule import next_fetch_delay
-from .store import FeedRow, Store, StoredItem
+from .store import SEARCH_BATCH, FeedRow, Store, StoredItem
 from .timeutil import utcnow
 
 log = logging.getLogger("aggregator.poll")
@@ -217,6 +218,8 @@ class Poller:
                 on_done(outcome)
 
         await asyncio.gather(*(one(f) for f in feeds))
+        if self.store.search_backlog:
+            await self._write(self._index_search)
         report.duration = time.monotonic() - started
         return report
 
@@ -254,6 +257,14 @@ class Poller:
         if self.writer is None:
             return method(*args)
         return await asyncio.get_running_loop().run_in_executor(self.writer, method, *args)
+
+    def _index_search(self) -> None:
+        """Full-text indexing happens in batches (see db/migrations/005); a failure here
+        loses nothing: the items stay waiting for the next batch or the next search."""
+        try:
+            self.store.index_search()
+        except sqlite3.Error as exc:
+            log.warning("search index not updated (%s); it catches up on the next poll or search", exc)
 
     def _store_failure(self, feed: FeedRow, fetch: FetchResult) -> FeedOutcome:
         now = self.clock()
@@ -360,6 +371,8 @@ class Poller:
             raise
         if self.clusters:
             self.clusters.commit()
+        if self.store.search_backlog >= SEARCH_BATCH:
+            self._index_search()
         unchanged = len(items) - len(fresh) - len(changed)
         status = "new" if fresh else "updated" if changed else "unchanged"
         return FeedOutcome(

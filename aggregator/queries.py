@@ -10,7 +10,7 @@ from datetime import datetime
 from .config import DedupSettings
 from .dedup import Signature, jaccard
 from .errors import AggregatorError
-from .search import explain, fts_query, is_query_error, match_ids_sql
+from .search import catch_up, explain, fts_query, is_query_error, match_ids_sql
 from .store import Store
 from .timeutil import from_iso
 
@@ -148,6 +148,8 @@ def list_clusters(
     if since is not None:
         sql += " AND c.last_seen >= ?"
         args.append(since.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    if where and where.query:
+        catch_up(store)
     with store.snapshot():
         extra, extra_args = _filter_sql(store, where)
         sql += extra + " ORDER BY c.last_seen DESC, c.id DESC"
@@ -164,6 +166,8 @@ def get_cluster(
 ) -> ClusterView | None:
     """One cluster with its members; None if there is none with that id (or, with
     `where`, if the filter does not keep it)."""
+    if where and where.query:
+        catch_up(store)
     with store.snapshot():
         extra, args = _filter_sql(store, where)
         if extra and not _run_filtered(

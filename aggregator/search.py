@@ -1,8 +1,9 @@
-"""Full-text search over stored items (the `items_fts` index of db/migrations/003), with
+"""Full-text search over stored items (the `items_fts` index of db/migrations/003 and 005), with
 results grouped by story cluster. Plain records out; rendering is the CLI's job."""
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ SNIPPET_WORDS = 16
 # text can neither fake a marker nor survive as one.
 _START, _END = "\x02", "\x03"
 _MARKS = re.compile(f"([{_START}{_END}])")
+log = logging.getLogger(__name__)
 
 # Signs of FTS5 query syntax; a query without them is a list of plain words. A colon
 # counts only after a column name, so "12:30" stays plain.
@@ -128,6 +130,7 @@ def search(
     """Clusters with items matching `text` (published since `since`), best match first;
     every matching item of each, best first."""
     query = fts_query(text)
+    catch_up(store)
     conn = store.conn
     where = "items_fts MATCH ? AND i.cluster_id IS NOT NULL"
     args: list = [query]
@@ -210,6 +213,16 @@ def _segments(marked: str | None) -> Highlighted:
         elif part:
             segments.append((part, inside))
     return tuple(segments)
+
+
+def catch_up(store: Store) -> None:
+    """Index the items still waiting for the search index (db/migrations/005), so a
+    search sees every stored item. Without write access it searches what is indexed."""
+    try:
+        if store.search_waiting():
+            store.index_search()
+    except sqlite3.OperationalError as exc:
+        log.warning("%s: the newest items are not searchable yet (%s)", store.path, exc)
 
 
 def match_ids_sql(alias: str = "i") -> str:

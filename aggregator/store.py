@@ -27,6 +27,7 @@ from .timeutil import from_iso, iso
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "db" / "migrations"
 BUSY_TIMEOUT_MS = 30_000
+SEARCH_BATCH = 5_000  # items added to the full-text index per transaction
 _MIGRATION_NAME = re.compile(r"^(\d+)_[\w-]+\.sql$")
 
 
@@ -100,6 +101,7 @@ class Store:
         self.db = db
         self.path = path
         self.conn: sqlite3.Connection = db.conn
+        self.search_backlog = 0  # items this connection stored that wait for the search index
 
     # ------------------------------------------------------------ opening
 
@@ -315,6 +317,7 @@ class Store:
                  item.content_hash),
             )  # fmt: skip
             ids.append(cur.lastrowid)
+        self.search_backlog += len(ids)
         return ids
 
     def update_item(self, item_id: int, item: Item, now: datetime) -> None:
@@ -326,6 +329,31 @@ class Store:
             (item.url, item.canonical_url, item.title, item.text, item.author,
              iso(item.published), iso(item.updated), iso(now), item.content_hash, item_id),
         )  # fmt: skip
+        self.search_backlog += 1
+
+    def index_search(self, batch: int = SEARCH_BATCH) -> int:
+        """Add the items waiting in `search_pending` to the full-text index, `batch` per
+        transaction (db/migrations/005 says why in batches); returns how many."""
+        done = 0
+        while True:
+            with self.transaction():
+                upto = self.conn.execute(
+                    "SELECT max(item_id) FROM (SELECT item_id FROM search_pending ORDER BY item_id LIMIT ?)",
+                    (batch,),
+                ).fetchone()[0]
+                if upto is None:
+                    return done
+                self.conn.execute(
+                    """INSERT INTO items_fts (rowid, title, text)
+                       SELECT id, title, text FROM items
+                       WHERE id IN (SELECT item_id FROM search_pending WHERE item_id <= ?)""",
+                    (upto,),
+                )
+                done += self.conn.execute("DELETE FROM search_pending WHERE item_id <= ?", (upto,)).rowcount
+            self.search_backlog = max(0, self.search_backlog - done)
+
+    def search_waiting(self) -> bool:
+        return self.conn.execute("SELECT EXISTS (SELECT 1 FROM search_pending)").fetchone()[0] == 1
 
     def count(self, table: str) -> int:
         return self.conn.execute(f"SELECT count(*) FROM [{table}]").fetchone()[0]

@@ -315,6 +315,47 @@ def test_migration_indexes_items_stored_before_it(tmp_path: Path) -> None:
         store.close()
 
 
+def test_search_index_is_filled_in_batches_and_never_misses_a_stored_item(tmp_path: Path) -> None:
+    """Items wait in search_pending (db/migrations/005) until a batch indexes them; a
+    search indexes what waits first, and deleting or editing a waiting item or an indexed
+    one keeps the index exact."""
+    store = Store.open(tmp_path / "a.db")
+    c = store.conn
+    try:
+        with store.transaction():
+            c.execute("INSERT INTO feeds (url, name, created_at) VALUES ('https://a.example/', 'a', '2026-01-01T00:00:00Z')")
+            c.execute("INSERT INTO clusters (id, representative_id, size, feed_count, created_at) VALUES (1, 1, 3, 1, '2026-01-01T00:00:00Z')")
+            for n, word in enumerate(["walrus", "narwhal", "puffin"], 1):
+                c.execute(
+                    """INSERT INTO items (id, feed_id, key, title, text, published_at, first_seen_at,
+                                          changed_at, content_hash, cluster_id)
+                       VALUES (?, 1, ?, ?, 'Seen on the quay.', '2026-01-01T00:00:00Z',
+                               '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', ?, 1)""",
+                    (n, f"k{n}", f"A {word} again", f"h{n}"),
+                )  # fmt: skip
+        waiting = "SELECT item_id FROM search_pending ORDER BY item_id"
+        assert [r[0] for r in c.execute(waiting)] == [1, 2, 3]
+        assert c.execute("SELECT count(*) FROM items_fts WHERE items_fts MATCH 'quay'").fetchone()[0] == 0
+        # one indexed by a batch, one deleted and one edited while waiting
+        assert store.index_search(batch=1) == 3  # one item per transaction, all of them
+        with store.transaction():
+            c.execute("INSERT INTO items (id, feed_id, key, title, text, published_at, first_seen_at, changed_at, content_hash, cluster_id) VALUES (4, 1, 'k4', 'A gannet', 'Quay.', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', 'h4', 1)")
+            c.execute("INSERT INTO items (id, feed_id, key, title, text, published_at, first_seen_at, changed_at, content_hash, cluster_id) VALUES (5, 1, 'k5', 'A tern', 'Quay.', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', 'h5', 1)")
+            c.execute("DELETE FROM items WHERE id = 4")  # waiting
+            c.execute("UPDATE items SET title = 'A skua' WHERE id = 5")  # waiting
+            c.execute("DELETE FROM items WHERE id = 1")  # indexed
+            c.execute("UPDATE items SET title = 'A cormorant' WHERE id = 2")  # indexed
+        assert [r[0] for r in c.execute(waiting)] == [2, 5]
+        found = {w: sorted(m.id for h in search(store, w, None) for m in h.matches)
+                 for w in ["walrus", "narwhal", "cormorant", "puffin", "gannet", "tern", "skua", "quay"]}  # fmt: skip
+        assert found == {"walrus": [], "narwhal": [], "cormorant": [2], "puffin": [3], "gannet": [],
+                         "tern": [], "skua": [5], "quay": [2, 3, 5]}  # fmt: skip
+        assert c.execute(waiting).fetchall() == []  # the search indexed what waited
+        c.execute("INSERT INTO items_fts (items_fts) VALUES ('integrity-check')")
+    finally:
+        store.close()
+
+
 # ---------------------------------------------------------------- stats
 
 
