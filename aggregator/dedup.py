@@ -335,6 +335,8 @@ def similarities(
     if sig.lede is None or not weak.any():
         return out
     jl = np.count_nonzero(lede[weak] == sig.lede, axis=1) / lede.shape[1]
+    if not (jl >= settings.lede_threshold).any():  # the usual false candidate stops here
+        return out
     size, lsize = sizes[weak], lede_sizes[weak]
     smaller = np.maximum(np.minimum(size, sig.size), 1)
     full_c = np.minimum(1.0, j[weak] * (size + sig.size) / ((1 + j[weak]) * smaller))
@@ -387,17 +389,32 @@ BUCKET_CAP = 64  # rows taken from one LSH bucket (its newest)
 MAX_CANDIDATES = 256  # candidates verified per item (the newest)
 
 
-class _Bands:
-    """One LSH table: b bands of r rows, keys in a sorted numpy array plus a small
-    unsorted tail that is merged in when it grows."""
-
-    MERGE_AT = 8192
+class _Banding:
+    """How one signature is cut into LSH bands: b bands of r rows, each hashed to a key."""
 
     def __init__(self, num_perm: int, threshold: float, salt: int):
         self.b, self.r = bands_for(threshold, num_perm)
         rng = np.random.RandomState(salt)
         self._mult = rng.randint(1, 2**62, size=(self.b, self.r), dtype=np.uint64) | np.uint64(1)
         self._salt = rng.randint(1, 2**62, size=self.b, dtype=np.uint64)
+
+    def band_keys(self, sigs: np.ndarray, kind: np.ndarray | int = 0) -> np.ndarray:
+        """uint32 keys, one per band, for a (n, num_perm) matrix of signatures."""
+        bands = sigs[:, : self.b * self.r].reshape(len(sigs), self.b, self.r).astype(np.uint64)
+        keys = (bands * self._mult[None]).sum(axis=2) + self._salt[None]  # wraps mod 2**64
+        keys = keys ^ (np.asarray(kind, dtype=np.uint64).reshape(-1, 1) * _MIX[2])
+        # 32-bit keys halve the memory; a chance collision only adds a candidate to verify
+        return ((keys ^ (keys >> np.uint64(32))) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+
+
+class _Buckets:
+    """The LSH buckets of both bandings (full text and lede: their keys are salted apart,
+    and a chance collision only adds a candidate to verify), so a query is one lookup.
+    Keys live in a sorted numpy array plus a small tail, merged in when it grows."""
+
+    MERGE_AT = 8192
+
+    def __init__(self):
         self.keys = np.zeros(0, dtype=np.uint32)
         self.rows = np.zeros(0, dtype=np.int32)
         self._tail_keys: list[np.ndarray] = []
@@ -405,19 +422,11 @@ class _Bands:
         self._tail: dict[int, int | list[int]] = {}
         self._online_keys: list[np.ndarray] = []
         self._online_rows: list[int] = []
+        self._online_counts: list[int] = []
         self._tail_count = 0
 
-    def band_keys(self, sigs: np.ndarray, kind: np.ndarray | int = 0) -> np.ndarray:
-        """uint32 keys, one per band, for a (n, num_perm) matrix of signatures."""
-        bands = sigs[:, : self.b * self.r].reshape(len(sigs), self.b, self.r).astype(np.uint64)
-        with np.errstate(over="ignore"):
-            keys = (bands * self._mult[None]).sum(axis=2) + self._salt[None]
-            keys = keys ^ (np.asarray(kind, dtype=np.uint64).reshape(-1, 1) * _MIX[2])
-        # 32-bit keys halve the memory; a chance collision only adds a candidate to verify
-        return ((keys ^ (keys >> np.uint64(32))) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-
     def add(self, keys: np.ndarray, rows: np.ndarray) -> None:
-        """Bulk add (start-up): keys (n, b), rows (n,); queryable after merge()."""
+        """Bulk add (start-up): keys (n, bands), rows (n,); queryable after merge()."""
         self._tail_keys.append(keys.reshape(-1))
         self._tail_rows.append(np.repeat(rows.astype(np.int32), keys.shape[1]))
 
@@ -433,6 +442,7 @@ class _Bands:
         tail.update(new)
         self._online_keys.append(keys)  # merge() reads these instead of walking the dict
         self._online_rows.append(row)
+        self._online_counts.append(len(keys))
         self._tail_count += 1
         if self._tail_count >= self.MERGE_AT:
             self.merge()
@@ -441,7 +451,7 @@ class _Bands:
         """Fold everything added into the sorted arrays."""
         if self._online_keys:
             self._tail_keys.append(np.concatenate(self._online_keys))
-            self._tail_rows.append(np.repeat(np.asarray(self._online_rows, dtype=np.int32), self.b))
+            self._tail_rows.append(np.repeat(np.asarray(self._online_rows, dtype=np.int32), self._online_counts))
         if not self._tail_keys:
             return
         keys = np.concatenate([self.keys, *self._tail_keys])
@@ -449,19 +459,21 @@ class _Bands:
         order = np.argsort(keys, kind="stable")
         self.keys, self.rows = keys[order], rows[order]
         self._tail_keys, self._tail_rows, self._tail = [], [], {}
-        self._online_keys, self._online_rows = [], []
+        self._online_keys, self._online_rows, self._online_counts = [], [], []
         self._tail_count = 0
 
     def query(self, keys: np.ndarray) -> set[int]:
-        """Rows sharing at least one band key with `keys` (shape (b,)); from a crowded
+        """Rows sharing at least one band key with `keys`; from a crowded
         bucket only its newest BUCKET_CAP rows, so templated feeds (thousands of
         near-identical short entries) cannot make every query scan thousands of rows."""
         found: set[int] = set()
         if len(self.keys):
             lo = np.searchsorted(self.keys, keys, "left")
-            hi = np.searchsorted(self.keys, keys, "right")
-            for start, end in zip(lo.tolist(), hi.tolist(), strict=True):
-                if end > start:
+            present = self.keys[np.minimum(lo, len(self.keys) - 1)] == keys
+            if present.any():  # most keys of a new story are in no bucket: one search only
+                hit = keys[present]
+                hi = np.searchsorted(self.keys, hit, "right")
+                for start, end in zip(lo[present].tolist(), hi.tolist(), strict=True):
                     found.update(self.rows[max(start, end - BUCKET_CAP) : end].tolist())
         tail = self._tail
         if tail:
@@ -481,14 +493,15 @@ class _Bands:
 
 
 class DedupIndex:
-    """Signatures of the indexed items (those inside the dedup window) and two LSH
-    tables over them: full text and lede. Rows are append-only; a removed item's row is
+    """Signatures of the indexed items (those inside the dedup window) and LSH buckets
+    over them for two bandings: full text and lede. Rows are append-only; a removed item's row is
     marked dead (a moved item is re-added as a new row)."""
 
     def __init__(self, settings: DedupSettings, capacity: int = 1024):
         self.settings = settings
-        self.full_bands = _Bands(settings.num_perm, settings.threshold, salt=11)
-        self.lede_bands = _Bands(settings.lede_num_perm, settings.lede_threshold, salt=13)
+        self.full_bands = _Banding(settings.num_perm, settings.threshold, salt=11)
+        self.lede_bands = _Banding(settings.lede_num_perm, settings.lede_threshold, salt=13)
+        self.buckets = _Buckets()
         self.n = 0
         self._key_memo: tuple | None = None
         self._plan_keys()
@@ -551,15 +564,15 @@ class DedupIndex:
         words_rows = rows[self.kinds[rows] == KIND_WORDS]
         lede_keys = self.lede_bands.band_keys(self.lede[words_rows]) if len(words_rows) else None
         if bulk:
-            self.full_bands.add(keys, rows)
+            self.buckets.add(keys, rows)
             if lede_keys is not None:
-                self.lede_bands.add(lede_keys, words_rows)
+                self.buckets.add(lede_keys, words_rows)
             return
         for key_row, row in zip(keys, rows.tolist(), strict=True):
-            self.full_bands.add_one(key_row, row)
+            self.buckets.add_one(key_row, row)
         if lede_keys is not None:
             for key_row, row in zip(lede_keys, words_rows.tolist(), strict=True):
-                self.lede_bands.add_one(key_row, row)
+                self.buckets.add_one(key_row, row)
 
     def add(self, item_id: int, cluster_id: int, seen: int, sig: Signature) -> int:
         """Index one item (online): its row becomes a candidate for the next query."""
@@ -569,16 +582,13 @@ class DedupIndex:
         self.alive[row] = True
         self.kinds[row], self.sizes[row], self.full[row] = sig.kind, sig.size, sig.full
         self.n += 1
-        full_keys, lede_keys = self._keys(sig)
-        self.full_bands.add_one(full_keys, row)
-        if lede_keys is not None:
+        if sig.lede is not None:
             self.lede[row], self.lede_sizes[row] = sig.lede, sig.lede_size
-            self.lede_bands.add_one(lede_keys, row)
+        self.buckets.add_one(self._keys(sig)[2], row)
         return row
 
     def finish_bulk(self) -> None:
-        self.full_bands.merge()
-        self.lede_bands.merge()
+        self.buckets.merge()
 
     def kill(self, rows) -> None:
         self.alive[np.asarray(list(rows), dtype=np.int64)] = False
@@ -614,10 +624,11 @@ class DedupIndex:
         self._gather_salt = np.concatenate([full._salt, lede._salt])
         self._vector = np.zeros(p + q + 1, dtype=np.uint64)
 
-    def _keys(self, sig: Signature) -> tuple[np.ndarray, np.ndarray | None]:
-        """Band keys of `sig`, computed once for the query and the add that follows it."""
+    def _keys(self, sig: Signature) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Band keys of `sig` (full, lede, and both together), computed once for the query
+        and the add that follows it."""
         if self._key_memo is not None and self._key_memo[0] is sig:
-            return self._key_memo[1], self._key_memo[2]
+            return self._key_memo[1:]
         p, b = self.settings.num_perm, self.full_bands.b
         vector = self._vector
         vector[:p] = sig.full
@@ -627,29 +638,26 @@ class DedupIndex:
             keys[:b] ^= np.uint64(sig.kind) * _MIX[2]
         keys = ((keys ^ (keys >> np.uint64(32))) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
         full, lede = keys[:b], (keys[b:] if sig.lede is not None else None)
-        self._key_memo = (sig, full, lede)
-        return full, lede
+        self._key_memo = (sig, full, lede, keys if sig.lede is not None else full)
+        return self._key_memo[1:]
 
     def candidates(self, sig: Signature, seen: int) -> list[int]:
         """Live rows that share a band with `sig` and were first seen no more than the
         dedup window before it (so a later recluster sees exactly what we saw online)."""
-        full_keys, lede_keys = self._keys(sig)
-        found = self.full_bands.query(full_keys)
-        if lede_keys is not None:
-            found |= self.lede_bands.query(lede_keys)
-        if not found:
-            return []
+        return self._candidate_rows(sig, seen).tolist()
+
+    def _candidate_rows(self, sig: Signature, seen: int) -> np.ndarray:
+        found = self.buckets.query(self._keys(sig)[2])
         rows = np.fromiter(found, dtype=np.int64, count=len(found))
         keep = self.alive[rows] & (self.seen[rows] >= seen - self.settings.window)
-        rows = np.sort(rows[keep])
-        return rows[-MAX_CANDIDATES:].tolist()
+        return np.sort(rows[keep])[-MAX_CANDIDATES:]
 
     def matches(self, sig: Signature, seen: int) -> list[tuple[int, float]]:
         """(row, similarity) of every verified copy among the candidates."""
-        rows = np.asarray(self.candidates(sig, seen), dtype=np.int64)
+        rows = self._candidate_rows(sig, seen)
+        rows = rows[self.kinds[rows] == sig.kind]
         if len(rows) == 0:
             return []
-        rows = rows[self.kinds[rows] == sig.kind]
         sims = similarities(sig, self.sizes[rows], self.lede_sizes[rows], self.full[rows],
                             self.lede[rows], self.settings)  # fmt: skip
         keep = ~np.isnan(sims)
@@ -663,7 +671,7 @@ class DedupIndex:
             + self.kinds.itemsize + self.alive.itemsize + self.sizes.itemsize
             + self.lede_sizes.itemsize + self.full[0].nbytes + self.lede[0].nbytes
         )  # fmt: skip
-        return per_row * self.n + self.full_bands.nbytes + self.lede_bands.nbytes
+        return per_row * self.n + self.buckets.nbytes
 
 
 def choose_cluster(matches: list[tuple[int, float]], clusters: dict[int, int]) -> tuple[int, float] | None:

@@ -27,6 +27,7 @@ from .timeutil import from_iso, iso
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "db" / "migrations"
 BUSY_TIMEOUT_MS = 30_000
+CACHE_KIB = 65_536  # page cache per connection (64 MB); allocated as used
 SEARCH_BATCH = 5_000  # items added to the full-text index per transaction
 _MIGRATION_NAME = re.compile(r"^(\d+)_[\w-]+\.sql$")
 
@@ -164,6 +165,9 @@ class Store:
             except sqlite3.OperationalError as exc:
                 raise StoreError(f"{self.path}: cannot write the database: {exc}") from None
         c.execute("PRAGMA synchronous = NORMAL")
+        # SQLite's default page cache is 2 MB: once the item indexes (URL, content hash,
+        # cluster) outgrow it, every insert and lookup rereads pages through the OS
+        c.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         pending = [(n, p) for n, p in known if n > current]
         if not pending:
             return

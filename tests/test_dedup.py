@@ -384,7 +384,7 @@ def test_online_band_keys_equal_bulk_band_keys() -> None:
             full = rng.randint(0, 2**32, size=SETTINGS.num_perm, dtype=np.uint64).astype(np.uint32)
             lede = rng.randint(0, 2**32, size=SETTINGS.lede_num_perm, dtype=np.uint64).astype(np.uint32)
             sig = Signature(kind, 100, full, 40, lede if kind == KIND_WORDS else None)
-            full_keys, lede_keys = index._keys(sig)
+            full_keys, lede_keys, _ = index._keys(sig)
             assert np.array_equal(full_keys, index.full_bands.band_keys(full[None], kind)[0])
             if kind == KIND_WORDS:
                 assert np.array_equal(lede_keys, index.lede_bands.band_keys(lede[None])[0])
@@ -393,9 +393,9 @@ def test_online_band_keys_equal_bulk_band_keys() -> None:
 
 
 def test_tail_merge_keeps_everything_queryable(signer: Signer, monkeypatch) -> None:
-    monkeypatch.setattr("aggregator.dedup._Bands.MERGE_AT", 1)  # merge after every add
+    monkeypatch.setattr("aggregator.dedup._Buckets.MERGE_AT", 1)  # merge after every add
     index = build_index(signer, NAMES)
-    assert len(index.full_bands.keys) > 0  # merged into the sorted arrays
+    assert len(index.buckets.keys) > 0  # merged into the sorted arrays
     for row, name in enumerate(NAMES):
         assert row in index.candidates(signer.sign(*article(name)), 10 * DAY)
 
