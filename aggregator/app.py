@@ -39,9 +39,12 @@ class Pipeline:
     writer: ThreadPoolExecutor | None = None
 
     @classmethod
-    def start(cls, config: Config, store: Store) -> Pipeline:
+    def start(cls, config: Config, store: Store, load_index: bool = True) -> Pipeline:
+        """With load_index False the dedup index is built when the first new item needs
+        it (Clusterer.assign), so a poll where every feed answers 304 never builds it."""
         clusterer = Clusterer(config.settings.dedup)
-        clusterer.load(store, utcnow())
+        if load_index:
+            clusterer.load(store, utcnow())
         return cls(config, store, clusterer)
 
     def _parse_executor(self, feeds: int) -> Executor | None:
@@ -90,7 +93,7 @@ def fetch_all(
     feeds = [f for f in store.sync_feeds(config, utcnow()) if f.status != "dead"]
     if on_start:
         on_start(len(feeds))
-    pipeline = Pipeline.start(config, store)
+    pipeline = Pipeline.start(config, store, load_index=False)
     try:
         return asyncio.run(pipeline.poll(feeds, on_done))
     finally:

@@ -17,6 +17,7 @@ the window before the item, so `recluster` over the same items rebuilds the same
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -61,12 +62,17 @@ class Clusterer:
 
     def __init__(self, settings: DedupSettings):
         self.settings = settings
-        self.signer = Signer(settings)
         self.index = DedupIndex(settings)
         self._added: list[int] = []
         self._killed: list[int] = []
         self.rebuild_seconds = 0.0
         self.generation = -1  # cluster generation the index was built from
+
+    @functools.cached_property
+    def signer(self) -> Signer:
+        """Made on first use: the parse workers sign what a poll fetches, and building a
+        Signer imports datasketch (~0.6 s)."""
+        return Signer(self.settings)
 
     # ------------------------------------------------------------ start-up
 
@@ -122,10 +128,13 @@ class Clusterer:
     ) -> int:
         """Cluster new and changed items (signatures by item key when the parse workers
         computed them); returns how many clusters were created."""
+        if not new and not changed:
+            return 0
         if cluster_generation(store) != self.generation:
-            # another process reclustered: our index holds cluster ids that no longer exist
-            log.info("clusters were rebuilt elsewhere; reloading the dedup index")
-            self.load(store, now)
+            if self.generation >= 0:
+                # another process reclustered: our index holds cluster ids that no longer exist
+                log.info("clusters were rebuilt elsewhere; reloading the dedup index")
+            self.load(store, now)  # (or the first use of an index not built at start-up)
         clusters = ClusterStore(store)
         seen = int(now.timestamp())
         retired: set[int] = set()

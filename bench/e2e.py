@@ -238,17 +238,29 @@ def floor(site: Path, w: Workload, limit: int) -> dict:
 # ---------------------------------------------------------------- stage profile
 
 
+ON_MAIN = "_timed on the main thread"  # outermost timed calls there: the rest is fetching
+_depth = threading.local()
+
+
+def nested() -> bool:
+    return getattr(_depth, "n", 0) > 0
+
+
 def _timed(acc: dict[str, float], lock: threading.Lock, label: str, fn):
     """`fn` wrapped to add its thread CPU time to acc[label]."""
 
     def wrapper(*args, **kwargs):
         t0 = time.thread_time()
+        _depth.n = getattr(_depth, "n", 0) + 1
         try:
             return fn(*args, **kwargs)
         finally:
+            _depth.n -= 1
             dt = time.thread_time() - t0
             with lock:
                 acc[label] = acc.get(label, 0.0) + dt
+                if threading.current_thread() is threading.main_thread() and not nested():
+                    acc[ON_MAIN] = acc.get(ON_MAIN, 0.0) + dt
 
     return wrapper
 
@@ -316,10 +328,8 @@ def profile_cold(cfg: Path, db: Path, use_cprofile: bool) -> dict:
               "errors": report.errors}  # fmt: skip
     if not use_cprofile:
         stages = {
-            "fetch + event loop (main thread rest)": main_cpu
-            - acc.get("store + cluster (_store_document)", 0.0)
-            - sum(acc.get(k, 0.0) for k in ("store 304/errors (_store_failure)",
-                                            "index load (Clusterer.load)", "sync_feeds")),
+            # the writes run on the poll's writer thread: subtract only what ran here
+            "fetch + event loop (main thread rest)": main_cpu - acc.get(ON_MAIN, 0.0),
             "parse (parse_feed)": acc.get("parse (parse_feed)", 0.0),
             "normalize (normalize_entries)": acc.get("normalize (normalize_entries)", 0.0),
             "sign (Signer.sign)": acc.get("sign (Signer.sign)", 0.0),

@@ -568,6 +568,24 @@ def test_index_rebuild_keeps_new_signatures_next_to_old_ones(world: World) -> No
     assert loaded == 1  # b1; a1 needs re-signing
 
 
+def test_fetch_builds_the_index_only_when_a_new_item_needs_it(world: World, monkeypatch) -> None:
+    """`aggregator fetch` does not rebuild the dedup index at start-up: a poll that
+    brings nothing new never builds it, and the first new item builds it before it is
+    placed, so it still joins the story stored by an earlier run."""
+    title, paragraphs = article("bridge")
+    world.feed("a", Entry("a1", title, as_html(paragraphs), link("a", "1"), ago(5)))
+    world.fetch()
+    loads: list[int] = []
+    original = Clusterer.load
+    monkeypatch.setattr(Clusterer, "load", lambda self, *a: loads.append(1) or original(self, *a))
+    world.fetch()  # nothing new
+    assert loads == []
+    world.feed("b", Entry("b1", "Bridge shut", syndicated("bridge", "x", "B"), link("b", "1"), ago(1)))
+    world.fetch()
+    assert loads == [1]
+    assert world.cluster_of("b", "b1") == world.cluster_of("a", "a1")
+
+
 def test_running_pipeline_after_a_recluster_uses_current_clusters(world: World) -> None:
     """The daemon keeps one Pipeline (and its in-memory index) across polls while a user
     may run `aggregator recluster` in another process. Clusters are then renumbered; the
