@@ -175,6 +175,8 @@ class Clusterer:
         )
         created = 0
         assignments = []
+        singletons: list[tuple[int, int, datetime]] = []  # written in one go below
+        next_cluster = clusters.next_cluster_id()
         for w in work:
             url = _useful_url(w.canonical_url)
             hits = [h for h in (exact_url.get(url) if url else None, exact_hash.get(w.content_hash))
@@ -190,13 +192,15 @@ class Clusterer:
                     cluster, sim = choice
                     touched.add(cluster)
                 else:
-                    cluster = clusters.new_singleton(w.item_id, w.published, now)
+                    cluster, next_cluster = next_cluster, next_cluster + 1
+                    singletons.append((cluster, w.item_id, w.published))
                     created += 1
             assignments.append((cluster, sim, w.item_id))
             if url:
                 exact_url.setdefault(url, (w.item_id, cluster, w.seen))
             exact_hash.setdefault(w.content_hash, (w.item_id, cluster, w.seen))
             self._added.append(self.index.add(w.item_id, cluster, w.seen, w.signature))
+        clusters.add_singletons(singletons, now)
         clusters.save_signatures((w.item_id, w.signature) for w in work)
         clusters.set_item_clusters(assignments)
         clusters.refresh(touched, now)

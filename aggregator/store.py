@@ -309,18 +309,20 @@ class Store:
 
     def insert_items(self, feed_id: int, items: Iterable[Item], now: datetime) -> list[int]:
         """New items; returns their ids in order."""
-        ids = []
+        items = list(items)
         stamp = iso(now)
-        for item in items:
-            cur = self.conn.execute(
-                """INSERT INTO items (feed_id, key, url, canonical_url, title, text, author,
-                       published_at, updated_at, first_seen_at, changed_at, content_hash)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (feed_id, item.key, item.url, item.canonical_url, item.title, item.text,
-                 item.author, iso(item.published), iso(item.updated), stamp, stamp,
-                 item.content_hash),
-            )  # fmt: skip
-            ids.append(cur.lastrowid)
+        # the ids SQLite would choose (max + 1, ...), given up front so one executemany
+        # writes them all; the caller's transaction holds the write lock meanwhile
+        first = self.conn.execute("SELECT coalesce(max(id), 0) + 1 FROM items").fetchone()[0]
+        ids = list(range(first, first + len(items)))
+        self.conn.executemany(
+            """INSERT INTO items (id, feed_id, key, url, canonical_url, title, text, author,
+                   published_at, updated_at, first_seen_at, changed_at, content_hash)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [(item_id, feed_id, item.key, item.url, item.canonical_url, item.title, item.text,
+              item.author, iso(item.published), iso(item.updated), stamp, stamp, item.content_hash)
+             for item_id, item in zip(ids, items, strict=True)],
+        )  # fmt: skip
         self.search_backlog += len(ids)
         return ids
 
@@ -429,13 +431,21 @@ class ClusterStore:
                         found.setdefault(key, (item_id, cluster, int(from_iso(first_seen).timestamp())))
         return by_url, by_hash
 
-    def new_singleton(self, item_id: int, published: datetime, now: datetime) -> int:
-        """A cluster whose only member is `item_id`, its stats already known."""
-        return self.conn.execute(
-            """INSERT INTO clusters (representative_id, size, feed_count, first_seen, last_seen,
-                                     updated_at, created_at) VALUES (?, 1, 1, ?, ?, ?, ?)""",
-            (item_id, iso(published), iso(published), iso(now), iso(now)),
-        ).lastrowid
+    def next_cluster_id(self) -> int:
+        """The id the next new cluster gets (inside the caller's write transaction)."""
+        return self.conn.execute("SELECT coalesce(max(id), 0) + 1 FROM clusters").fetchone()[0]
+
+    def add_singletons(self, singletons: Iterable[tuple[int, int, datetime]], now: datetime) -> None:
+        """(cluster id, item id, published) of clusters whose only member is the item,
+        their stats already known; ids from next_cluster_id() onwards."""
+        stamp = iso(now)
+        self.conn.executemany(
+            """INSERT INTO clusters (id, representative_id, size, feed_count, first_seen,
+                                     last_seen, updated_at, created_at)
+               VALUES (?, ?, 1, 1, ?, ?, ?, ?)""",
+            [(cid, item_id, iso(published), iso(published), stamp, stamp)
+             for cid, item_id, published in singletons],
+        )  # fmt: skip
 
     def save_signatures(self, signatures: Iterable[tuple[int, Any]]) -> None:
         """(item id, dedup.Signature) pairs."""
