@@ -32,6 +32,7 @@ from .store import SEARCH_BATCH, FeedRow, Store, StoredItem
 from .timeutil import utcnow
 
 log = logging.getLogger("aggregator.poll")
+NOT_MODIFIED_BATCH = 200  # 304 answers recorded per transaction
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,10 @@ class Poller:
         self.clock = clock
         self.stopping = False
         self.pool_broken = False
+        # 304s change only fetch times, so their rows are written NOT_MODIFIED_BATCH per
+        # transaction (a commit each cost ~2 ms: 20 s of a 10,000-feed warm poll). If the
+        # process dies first, those feeds are merely fetched again early.
+        self._not_modified: list[tuple[FeedRow, dict, FetchResult]] = []
 
     async def poll(
         self, feeds: Sequence[FeedRow], on_done: Callable[[FeedOutcome], None] | None = None
@@ -218,6 +223,8 @@ class Poller:
                 on_done(outcome)
 
         await asyncio.gather(*(one(f) for f in feeds))
+        if self._not_modified:
+            await self._write(self._flush_not_modified)
         if self.store.search_backlog:
             await self._write(self._index_search)
         report.duration = time.monotonic() - started
@@ -281,30 +288,45 @@ class Poller:
             retry_after=fetch.retry_after,
             max_age=fetch.max_age,
         )
-        with self.store.transaction():
-            state = dict(
-                status=feed_status,
-                last_fetch_at=fetch.fetched_at,
-                last_http_status=fetch.http_status,
-                error_count=errors,
-                last_error=error,
-                next_fetch_at=now + timedelta(seconds=delay),
-                # a failed attempt keeps the validators we had, so the next try stays conditional
-                etag=fetch.etag or feed.etag,
-                last_modified=fetch.last_modified or feed.last_modified,
-            )
-            if fetch.status is FetchStatus.NOT_MODIFIED:
-                state["last_success_at"] = fetch.fetched_at
-            if fetch.permanent_redirect:
-                state["moved_to"] = fetch.permanent_redirect
-            self.store.update_feed_state(feed.id, **state)
-            self.store.log_fetch(
-                feed.id, fetch.fetched_at, status, fetch.http_status, fetch.elapsed, error=error
-            )
+        state = dict(
+            status=feed_status,
+            last_fetch_at=fetch.fetched_at,
+            last_http_status=fetch.http_status,
+            error_count=errors,
+            last_error=error,
+            next_fetch_at=now + timedelta(seconds=delay),
+            # a failed attempt keeps the validators we had, so the next try stays conditional
+            etag=fetch.etag or feed.etag,
+            last_modified=fetch.last_modified or feed.last_modified,
+        )
+        if fetch.status is FetchStatus.NOT_MODIFIED:
+            state["last_success_at"] = fetch.fetched_at
+        if fetch.permanent_redirect:
+            state["moved_to"] = fetch.permanent_redirect
+        if fetch.status is FetchStatus.NOT_MODIFIED:
+            self._not_modified.append((feed, state, fetch))
+            if len(self._not_modified) >= NOT_MODIFIED_BATCH:
+                self._flush_not_modified()
+        else:
+            with self.store.transaction():
+                self._record_attempt(feed, state, fetch)
         return FeedOutcome(
             feed=feed, status=status, error=error, moved_to=fetch.permanent_redirect,
             elapsed=fetch.elapsed,
         )  # fmt: skip
+
+    def _record_attempt(self, feed: FeedRow, state: dict, fetch: FetchResult) -> None:
+        self.store.update_feed_state(feed.id, **state)
+        self.store.log_fetch(
+            feed.id, fetch.fetched_at, fetch.status.value, fetch.http_status, fetch.elapsed,
+            error=state["last_error"],
+        )  # fmt: skip
+
+    def _flush_not_modified(self) -> None:
+        waiting, self._not_modified = self._not_modified, []
+        with self.store.transaction():
+            for feed, state, fetch in waiting:
+                self._record_attempt(feed, state, fetch)
 
     def _store_document(
         self, feed: FeedRow, fetch: FetchResult, parsed: ParsedFeed, signatures: dict

@@ -146,6 +146,27 @@ def test_conditional_get_gives_304_and_writes_no_rows(
     assert (feed["status"], feed["etag"], feed["error_count"]) == ("ok", '"v1"', 0)
 
 
+def test_304s_are_recorded_in_batches_and_none_is_lost(
+    tmp_path: Path, store: Store, feed_server: FeedServer, data_dir: Path, monkeypatch
+) -> None:
+    """304s change only fetch times, so the poller records them several per transaction:
+    here 2 per batch, 5 feeds (two full batches during the run, the rest at its end)."""
+    monkeypatch.setattr("aggregator.poll.NOT_MODIFIED_BATCH", 2)
+    urls = []
+    for n in range(5):
+        feed_server.serve_file(f"/f{n}", data_dir / "rss20.xml", etag=f'"v{n}"')
+        urls.append(feed_server.url(f"/f{n}"))
+    config = make_config(tmp_path, urls)
+    fetch_all(config, store)
+    report = fetch_all(config, store)
+    assert [o.status for o in report.outcomes] == ["not_modified"] * 5
+    for url in urls:
+        assert [r["outcome"] for r in fetch_log(store, url)] == ["ok", "not_modified"]
+        feed = feed_row(store, url)
+        assert feed["last_http_status"] == 304  # was 200
+        assert 3590 < seconds_until(feed["next_fetch_at"]) <= 3600
+
+
 def test_last_modified_alone_is_sent_back(
     tmp_path: Path, store: Store, feed_server: FeedServer, data_dir: Path
 ) -> None:
