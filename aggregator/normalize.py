@@ -176,10 +176,11 @@ RULE_TRIGGERS: dict[str, tuple[str, ...]] = {
     "byline": ("\nby", "\nposted by", "\nwritten by", "\nstory by"),  # at a line start
     "copyright line": ("©", "copyright"),
     "video playlist": (":",),
+    "read more": ("continue reading", "read more", "read the", "keep reading"),
 }
 _TRUNCATION = next(p for name, p, _ in _RULES if name == "truncation marker")
 _CUTS = tuple((RULE_TRIGGERS.get(n), p) for n, p, action in _RULES if action == "cut")
-_TAILS = tuple(p for _, p, action in _RULES if action == "tail")
+_TAILS = tuple((RULE_TRIGGERS.get(n), p) for n, p, action in _RULES if action == "tail" and p is not _TRUNCATION)
 _DROPS = tuple((RULE_TRIGGERS.get(n), p) for n, p, action in _RULES if action == "drop")
 _TAIL_CHARS = 300
 _ALL_TRIGGERS = frozenset(w for words in RULE_TRIGGERS.values() for w in words)
@@ -220,12 +221,15 @@ def strip_boilerplate(text: str) -> str:
     drops = [(t and [w for w in t if w in present], p) for t, p in _DROPS if t is None or not present.isdisjoint(t)]
     if cuts or drops:
         text = _strip_lines(text.split("\n"), cuts, drops)
-    for pattern in _TAILS:
+    for triggers, pattern in _TAILS:
+        if triggers is None or not present.isdisjoint(triggers):
+            cut = max(0, len(text) - _TAIL_CHARS)
+            text = text[:cut] + pattern.sub("", text[cut:])
+    # a truncation marker ("…", "[...]"), also the one a removed "read more" sat behind
+    text = text.rstrip()
+    if text.endswith(("…", "...", "]")):
         cut = max(0, len(text) - _TAIL_CHARS)
-        text = text[:cut] + pattern.sub("", text[cut:])
-    # the truncation marker may sit behind a "read more" that was just removed
-    cut = max(0, len(text) - _TAIL_CHARS)
-    text = text[:cut] + _TRUNCATION.sub("", text[cut:].rstrip())
+        text = text[:cut] + _TRUNCATION.sub("", text[cut:])
     return _tidy_lines(text)
 
 
