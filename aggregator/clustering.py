@@ -167,8 +167,9 @@ class Clusterer:
             clusters.refresh(touched, now)
             return 0
         window = self.settings.window
+        urls = [_useful_url(w.canonical_url) for w in work]
         exact_url, exact_hash = clusters.exact_candidates(
-            [u for w in work if (u := _useful_url(w.canonical_url))],
+            [u for u in urls if u],
             [w.content_hash for w in work],
             since=min(w.seen for w in work) - window,
             exclude={w.item_id for w in work},
@@ -177,8 +178,7 @@ class Clusterer:
         assignments = []
         singletons: list[tuple[int, int, datetime]] = []  # written in one go below
         next_cluster = clusters.next_cluster_id()
-        for w in work:
-            url = _useful_url(w.canonical_url)
+        for w, url in zip(work, urls, strict=True):
             hits = [h for h in (exact_url.get(url) if url else None, exact_hash.get(w.content_hash))
                     if h is not None and h[2] >= w.seen - window]  # fmt: skip
             sim = 1.0

@@ -13,7 +13,11 @@ def iso(dt: datetime | None) -> str | None:
     """`2026-11-25T13:00:00Z`: sorts correctly as text, readable in any SQLite tool."""
     if dt is None:
         return None
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if dt.tzinfo is not UTC:
+        dt = dt.astimezone(UTC)
+    if dt.year < 1000:  # strftime does not pad the year; keep what earlier versions stored
+        return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.isoformat(timespec="seconds")[:19] + "Z"  # isoformat is ~4x cheaper
 
 
 def from_iso(text: str | None) -> datetime | None:
