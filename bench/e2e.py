@@ -18,6 +18,8 @@ profile (default: 50-300 ms uniform up to 1,000 feeds, 50 ms above). Then:
    feeds to a new DB and `update_feeds(workers=W, scheduled=False)` (W = 1, its default,
    and 4, 16, 32), cold and then warm; wall time of the subprocess, like ours (both pay
    Python start-up); ratios ours/reader's (only at `--reader-at` sizes, default 1000);
+   without reader installed the peer is skipped and the report says so (`reader_skipped`
+   in the JSON);
 6. stage profile (at `--profile-at` sizes, default 100 and 1000): the same cold poll
    in-process under cProfile with parse_workers 0, so parsing, normalising and signing run
    in this process (in the event loop's thread pool; each call is profiled in its thread and
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import json
 import os
 import pstats
@@ -181,14 +184,26 @@ def reader_child(db: str, urls_file: str, workers: int) -> int:
     return 0
 
 
-def reader_available() -> bool:
+INSTALL_READER = "pip install -e '.[bench]'"
+
+
+@functools.cache
+def reader_missing() -> str | None:
+    """None when lemon24/reader can run here, else why not (said once, in plain words)."""
     try:
-        import reader._vendor.feedparser  # noqa: F401 - its vendored feedparser needs sgmllib
+        import reader  # noqa: F401
     except ImportError as exc:
-        hint = " and sgmllib3k" if "sgmllib" in str(exc) else ""
-        log(f"reader is not usable ({exc}): pip install 'reader>=3'{hint}; no peer comparison")
-        return False
-    return True
+        why = f"reader is not installed ({exc})"
+    else:
+        try:
+            import reader._vendor.feedparser  # noqa: F401 - its vendored feedparser needs sgmllib
+        except ImportError as exc:
+            why = f"reader is installed but not usable ({exc}; its feedparser needs sgmllib3k)"
+        else:
+            return None
+    why += f"; to compare with it: {INSTALL_READER} (installs reader>=3 and sgmllib3k)"
+    log(f"peer skipped: {why}")
+    return why
 
 
 def run_reader(work: Path, urls: list[str], workers: int) -> dict:
@@ -398,8 +413,11 @@ def bench_size(n: int, args, work: Path) -> dict:
         res["cold_vs_floor"] = round(cold.wall / res["floor_s"], 2)
         log(f"  floor: feedparser {res['floor_s']:.1f}s (defaults {res['floor_defaults_s']:.1f}s)")
 
-        if n in args.reader_at and reader_available():
-            res["reader"] = {w_: run_reader(work, srv.urls, w_) for w_ in args.reader_workers}
+        if n in args.reader_at:
+            if (why := reader_missing()) is None:
+                res["reader"] = {w_: run_reader(work, srv.urls, w_) for w_ in args.reader_workers}
+            else:
+                res["reader_skipped"] = why
 
         if n in args.profile_at:
             pdb = work / "profile.db"
@@ -510,6 +528,9 @@ def report(results: list[dict]) -> str:
     out.append("floor with feedparser's default options (sanitising, URI resolution): " + ", ".join(
         f"N={r['feeds']}: {r['floor_defaults_s']:.1f}s" for r in results))  # fmt: skip
     for r in results:
+        if r.get("reader_skipped"):
+            out.append(f"\nreader (lemon24/reader) at N={r['feeds']}: "
+                       f"peer skipped: {r['reader_skipped']}")  # fmt: skip
         if not r.get("reader"):
             continue
         out.append(f"\nreader (lemon24/reader) at N={r['feeds']}, same feeds and latency; "

@@ -529,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         h = hashlib.sha256()
         for _, body in _render_chunk((w, list(range(w.feeds)), "http://bench.invalid")):
             h.update(body)
-        print(f"{w.feeds} feeds, seed {w.seed}: sha256 {h.hexdigest()}")
+        print(f"{w.feeds} feeds, seed {w.seed}, {text_kind(w.vocab)}: sha256 {h.hexdigest()}")
         return 0
     if not args.dir:
         ap.error("--dir is required to serve")
