@@ -309,19 +309,25 @@ def profile_cold(cfg: Path, db: Path, use_cprofile: bool) -> dict:
     saved = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in patches]
     worker_profiles: list[cProfile.Profile] = []
     if use_cprofile:
-        original = poll.process_document
 
-        def profiled(*args, **kwargs):
-            prof = cProfile.Profile(time.thread_time)
-            prof.enable()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                prof.disable()
-                with lock:
-                    worker_profiles.append(prof)
+        def profiled(original):
+            def run(*args, **kwargs):
+                prof = cProfile.Profile(time.thread_time)
+                prof.enable()
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    prof.disable()
+                    with lock:
+                        worker_profiles.append(prof)
 
-        poll.process_document = profiled
+            return run
+
+        # parsing runs in the pool's threads, the writes on the poll's writer thread: each
+        # call gets its own profile in its thread, all merged below
+        poll.process_document = profiled(poll.process_document)
+        for owner, attr in ((poll.Poller, "_store_document"), (poll.Poller, "_store_failure")):
+            setattr(owner, attr, profiled(getattr(owner, attr)))
     else:
         for owner, attr, label in patches:
             setattr(owner, attr, _timed(acc, lock, label, getattr(owner, attr)))
