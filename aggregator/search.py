@@ -3,6 +3,7 @@ results grouped by story cluster. Plain records out; rendering is the CLI's job.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sqlite3
@@ -16,6 +17,8 @@ from .timeutil import from_iso, iso
 # bm25 weights of the indexed columns (title, text): a word in the headline counts double.
 TITLE_WEIGHT, TEXT_WEIGHT = 2.0, 1.0
 SNIPPET_WORDS = 16
+# With a result limit, how many of the newest matching items `search` ranks (see there).
+CANDIDATES = 10_000
 
 # Where SQLite's snippet()/highlight() mark a match. Control characters: normalising
 # removes them from stored text, and output.safe() removes any that slip through, so feed
@@ -128,69 +131,94 @@ def search(
     store: Store, text: str, since: datetime | None = None, limit: int | None = 20
 ) -> list[ClusterHit]:
     """Clusters with items matching `text` (published since `since`), best match first;
-    every matching item of each, best first."""
+    every matching item of each, best first.
+
+    With a `limit`, only the newest CANDIDATES matching items (by id, the order they were
+    stored in) are ranked: FTS5 computes bm25 for every row it returns, so a word that
+    most of 1M items contain cost over a second to rank in full. A query matching fewer
+    items (the usual case) gets exactly the full ranking; a more common one gets the best
+    clusters among the newest matches, and lists those matches only."""
     query = fts_query(text)
     catch_up(store)
     conn = store.conn
-    where = "items_fts MATCH ? AND i.cluster_id IS NOT NULL"
-    args: list = [query]
-    if since is not None:
-        where += " AND i.published_at >= ?"
-        args.append(iso(since))
     rank = f"bm25(items_fts, {TITLE_WEIGHT}, {TEXT_WEIGHT})"
     try:
         with store.snapshot():
-            top = conn.execute(
-                # bm25() cannot sit inside an aggregate: rank first, then group
-                f"""WITH hits AS MATERIALIZED (
-                        SELECT i.cluster_id AS cluster_id, {rank} AS score
-                        FROM items_fts JOIN items i ON i.id = items_fts.rowid WHERE {where})
-                    SELECT cluster_id, min(score) AS best FROM hits
-                    GROUP BY cluster_id ORDER BY best, cluster_id
-                    {"LIMIT ?" if limit else ""}""",
-                [*args, limit] if limit else args,
-            ).fetchall()
-            if not top:
+            cutoff = conn.execute(
+                """SELECT min(rowid) FROM (SELECT rowid FROM items_fts WHERE items_fts MATCH ?
+                                           ORDER BY rowid DESC LIMIT ?)""",
+                (query, CANDIDATES if limit else -1),
+            ).fetchone()[0]
+            if cutoff is None:
                 return []
-            ids = [cid for cid, _ in top]
-            marks = ",".join("?" * len(ids))
-            rows = conn.execute(
-                f"""SELECT i.cluster_id, i.id, coalesce(f.name, f.title, f.url), i.title, i.url,
-                           i.published_at, {rank} AS score,
-                           highlight(items_fts, 0, '{_START}', '{_END}'),
-                           snippet(items_fts, 1, '{_START}', '{_END}', '…', {SNIPPET_WORDS})
-                    FROM items_fts JOIN items i ON i.id = items_fts.rowid
-                    JOIN feeds f ON f.id = i.feed_id
-                    WHERE {where} AND i.cluster_id IN ({marks}) ORDER BY score, i.id""",
-                [*args, *ids],
+            where = "items_fts MATCH ? AND items_fts.rowid >= ? AND i.cluster_id IS NOT NULL"
+            args: list = [query, cutoff]
+            if since is not None:
+                where += " AND i.published_at >= ?"
+                args.append(iso(since))
+            # One statement ranks: bm25 computes its word statistics once per statement,
+            # ~20 ms for a word in every item. bm25() cannot sit inside an aggregate, hence
+            # the materialised hits.
+            ranked = conn.execute(
+                f"""WITH hits AS MATERIALIZED (
+                        SELECT i.cluster_id AS cluster_id, i.id AS id, {rank} AS score
+                        FROM items_fts JOIN items i ON i.id = items_fts.rowid WHERE {where}),
+                    top AS (
+                        SELECT cluster_id, min(score) AS best FROM hits
+                        GROUP BY cluster_id ORDER BY best, cluster_id LIMIT ?)
+                    SELECT top.cluster_id, top.best, hits.id, hits.score
+                    FROM top JOIN hits ON hits.cluster_id = top.cluster_id
+                    ORDER BY top.best, top.cluster_id, hits.score, hits.id""",
+                [*args, limit or -1],
             ).fetchall()
+            if not ranked:
+                return []
+            item_ids = [r[2] for r in ranked]
+            # the rowid range keeps FTS5 from walking every match to find these few
+            shown = {
+                r[0]: r[1:]
+                for r in conn.execute(
+                    f"""SELECT i.id, coalesce(f.name, f.title, f.url), i.title, i.url, i.published_at,
+                               highlight(items_fts, 0, '{_START}', '{_END}'),
+                               snippet(items_fts, 1, '{_START}', '{_END}', '…', {SNIPPET_WORDS})
+                        FROM items_fts JOIN items i ON i.id = items_fts.rowid
+                        JOIN feeds f ON f.id = i.feed_id
+                        WHERE items_fts MATCH ? AND items_fts.rowid BETWEEN ? AND ?
+                          AND items_fts.rowid IN (SELECT value FROM json_each(?))""",
+                    (query, min(item_ids), max(item_ids), json.dumps(item_ids)),
+                )
+            }
+            ids = list(dict.fromkeys(r[0] for r in ranked))
             clusters = {
                 r[0]: r
                 for r in conn.execute(
-                    f"""SELECT c.id, c.size, c.feed_count, r.title, r.url, c.first_seen, c.last_seen
+                    """SELECT c.id, c.size, c.feed_count, r.title, r.url, c.first_seen, c.last_seen
                         FROM clusters c LEFT JOIN items r ON r.id = c.representative_id
-                        WHERE c.id IN ({marks})""",
-                    ids,
+                        WHERE c.id IN (SELECT value FROM json_each(?))""",
+                    (json.dumps(ids),),
                 )
             }
     except sqlite3.OperationalError as exc:
         if is_query_error(exc):
             raise explain(text, exc) from None
         raise
-    matches: dict[int, list[Match]] = {cid: [] for cid in ids}
-    for cid, item_id, feed, title, url, published, score, marked, snip in rows:
-        matches[cid].append(
+    best: dict[int, float] = {}
+    matches: dict[int, list[Match]] = {}
+    for cid, top_score, item_id, score in ranked:
+        best[cid] = top_score
+        feed, title, url, published, marked, snip = shown[item_id]
+        matches.setdefault(cid, []).append(
             Match(item_id, feed, title, url, from_iso(published), _score(score),
                   _segments(marked), _segments(snip))  # fmt: skip
         )
     hits = []
-    for cid, best in top:
+    for cid, top_score in best.items():
         if cid not in clusters:  # deleted between the two queries: cannot happen in a snapshot
             continue
         _, size, feeds, title, url, first, last = clusters[cid]
         hits.append(
             ClusterHit(cid, size, feeds, title or "", url, from_iso(first), from_iso(last),
-                       _score(best), tuple(matches[cid]))  # fmt: skip
+                       _score(top_score), tuple(matches[cid]))  # fmt: skip
         )
     return hits
 

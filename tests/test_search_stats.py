@@ -356,6 +356,54 @@ def test_search_index_is_filled_in_batches_and_never_misses_a_stored_item(tmp_pa
         store.close()
 
 
+def test_search_ranks_the_newest_matches_of_a_very_common_word(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exact ranking while fewer items match than search.CANDIDATES; beyond that, the best
+    clusters among the newest CANDIDATES matches, with those matches only."""
+    store = Store.open(tmp_path / "a.db")
+    c = store.conn
+    try:
+        with store.transaction():
+            c.execute("INSERT INTO feeds (url, name, created_at) VALUES ('https://a.example/', 'a', '2026-01-01T00:00:00Z')")
+            for n in range(1, 7):
+                c.execute("INSERT INTO clusters (id, representative_id, size, feed_count, created_at) VALUES (?, ?, 2, 1, '2026-01-01T00:00:00Z')", (n, n))
+            # items 1-6 and their copies 7-12 in clusters 1-6; more "quay" ranks higher
+            for n in range(1, 13):
+                cluster = (n - 1) % 6 + 1
+                c.execute(
+                    """INSERT INTO items (id, feed_id, key, title, text, published_at, first_seen_at,
+                                          changed_at, content_hash, cluster_id)
+                       VALUES (?, 1, ?, 'News', ?, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z',
+                               '2026-01-01T00:00:00Z', ?, ?)""",
+                    (n, f"k{n}", " ".join(["quay"] * (n % 5 + 1) + ["harbour"] * 8), f"h{n}", cluster),
+                )  # fmt: skip
+            for n in range(13, 40):  # items without the word, so that it has weight
+                c.execute(
+                    """INSERT INTO items (id, feed_id, key, title, text, published_at, first_seen_at,
+                                          changed_at, content_hash)
+                       VALUES (?, 1, ?, 'News', 'Harbour', '2026-01-01T00:00:00Z',
+                               '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', ?)""",
+                    (n, f"k{n}", f"h{n}"),
+                )  # fmt: skip
+        full = search(store, "quay", None, None)
+        assert len(full) == 6 and sum(len(h.matches) for h in full) == 12
+        monkeypatch.setattr("aggregator.search.CANDIDATES", 12)
+        assert search(store, "quay", None, 4) == full[:4]
+        monkeypatch.setattr("aggregator.search.CANDIDATES", 5)  # items 8-12
+        newest = search(store, "quay", None, 3)
+        expected = []
+        for hit in full:
+            kept = tuple(m for m in hit.matches if m.id >= 8)
+            if kept:
+                expected.append((hit.id, [m.id for m in kept], kept[0].score))
+        expected.sort(key=lambda e: (-e[2], e[0]))
+        assert [(h.id, [m.id for m in h.matches], h.score) for h in newest] == expected[:3]
+        assert [h.id for h in newest] != [h.id for h in full[:3]]
+    finally:
+        store.close()
+
+
 # ---------------------------------------------------------------- stats
 
 
