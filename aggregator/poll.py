@@ -204,11 +204,18 @@ class Poller:
         started = time.monotonic()
         report = PollReport()
 
+        # Back-pressure: at most this many feeds between the start of their fetch and the
+        # end of their write. Without it every fetched body and parsed document of a cold
+        # poll waited in memory for the parse workers and the writer (3.9 GB at 10,000
+        # feeds); twice `concurrency` keeps the workers fed through a fetch's latency.
+        in_flight = asyncio.Semaphore(2 * self.config.settings.concurrency)
+
         async def one(feed: FeedRow) -> None:
-            if self.stopping:
-                return
             try:
-                outcome = await self.poll_feed(feed)
+                async with in_flight:
+                    if self.stopping:
+                        return
+                    outcome = await self.poll_feed(feed)
             except (asyncio.CancelledError, KeyboardInterrupt):
                 raise
             except Exception as exc:  # a bug or a database error: this feed only

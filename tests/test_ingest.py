@@ -167,6 +167,35 @@ def test_304s_are_recorded_in_batches_and_none_is_lost(
         assert 3590 < seconds_until(feed["next_fetch_at"]) <= 3600
 
 
+def test_feeds_in_flight_are_bounded(
+    tmp_path: Path, store: Store, feed_server: FeedServer, data_dir: Path, monkeypatch
+) -> None:
+    """Back-pressure: no more than 2 x concurrency feeds are between fetch and write at
+    once, so a cold poll of thousands of feeds does not hold every body in memory."""
+    from aggregator.poll import Poller
+
+    active, peak = 0, 0
+    original = Poller.poll_feed
+
+    async def counting(self, feed):
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        try:
+            return await original(self, feed)
+        finally:
+            active -= 1
+
+    monkeypatch.setattr(Poller, "poll_feed", counting)
+    urls = []
+    for n in range(8):
+        feed_server.serve_file(f"/f{n}", data_dir / "rss20.xml")
+        urls.append(feed_server.url(f"/f{n}"))
+    report = fetch_all(make_config(tmp_path, urls, concurrency=1), store)
+    assert len(report.outcomes) == 8 and all(o.error is None for o in report.outcomes)
+    assert peak == 2  # 2 x concurrency 1, though 8 feeds were due
+
+
 def test_last_modified_alone_is_sent_back(
     tmp_path: Path, store: Store, feed_server: FeedServer, data_dir: Path
 ) -> None:
