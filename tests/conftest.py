@@ -1,10 +1,13 @@
 """Shared pytest fixtures."""
 
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from feedserver import FeedServer
+
+from aggregator.store import migrations
 
 
 @pytest.fixture
@@ -18,3 +21,20 @@ def feed_server() -> Iterator[FeedServer]:
 def data_dir() -> Path:
     """Directory of hand-written fixture feeds (listed in tests/data/README.md)."""
     return Path(__file__).parent / "data"
+
+
+@pytest.fixture
+def older_schema(tmp_path: Path) -> Callable[[int], tuple[Path, Path]]:
+    """make(version) -> (database path, migrations folder holding only the migrations up
+    to `version`): open the database with that folder to get an older schema, then with
+    the real one to test the upgrade."""
+
+    def make(version: int) -> tuple[Path, Path]:
+        folder = tmp_path / f"migrations_{version}"
+        folder.mkdir()
+        for number, path in migrations():
+            if number <= version:
+                shutil.copy(path, folder)
+        return tmp_path / f"schema_{version}.db", folder
+
+    return make

@@ -5,15 +5,11 @@ recluster, pruning, hand-run SQL, and the migration's backfill of an older datab
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
-from pathlib import Path
 
-import pytest
-from feedserver import FeedServer
+import test_clustering
 from test_clustering import (
     Entry,
     World,
@@ -28,8 +24,12 @@ from test_clustering import (
 
 from aggregator import stats
 from aggregator.clustering import Clusterer
-from aggregator.store import MIGRATIONS_DIR, Store, prune
+from aggregator.store import Store, prune
 from aggregator.timeutil import iso, utcnow
+
+# the same fixtures as test_clustering's (a real feed server, a real SQLite file)
+store = test_clustering.store
+world = test_clustering.world
 
 # What `stats` computed before migration 006, from every item: the reference.
 REFERENCE_MARKS = """
@@ -86,20 +86,6 @@ def check_counters(store: Store, now: datetime | None = None) -> stats.Stats:
     per_feed = {s.id: (s.items, s.republished) for s in got.per_feed}
     assert per_feed == {r[0]: r[1:] for r in conn.execute(REFERENCE_PER_FEED)}
     return got
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(tmp_path / "agg.db")
-    try:
-        yield s
-    finally:
-        s.close()
-
-
-@pytest.fixture
-def world(tmp_path: Path, feed_server: FeedServer, store: Store) -> World:
-    return World(tmp_path, feed_server, store)
 
 
 def set_first_seen(store: Store, days_ago: dict[int, float]) -> None:
@@ -210,12 +196,8 @@ def test_counters_follow_hand_run_sql(world: World) -> None:
     check_counters(world.store)
 
 
-def test_migration_backfills_an_older_database(tmp_path: Path) -> None:
-    old = tmp_path / "migrations"
-    old.mkdir()
-    for path in MIGRATIONS_DIR.glob("00[1-5]_*.sql"):
-        shutil.copy(path, old)
-    db = tmp_path / "old.db"
+def test_migration_backfills_an_older_database(older_schema) -> None:
+    db, old = older_schema(5)
     Store.open(db, migrations_dir=old).close()
     now = utcnow()
     with sqlite3.connect(db) as conn:

@@ -18,7 +18,6 @@ import json
 import os
 import pty
 import re
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from feedserver import FeedServer
 
 from aggregator.cli import build_parser
 from aggregator.search import fts_query, search
-from aggregator.store import MIGRATIONS_DIR, Store, prune
+from aggregator.store import Store, prune
 from aggregator.timeutil import iso, utcnow
 
 DATA = Path(__file__).parent / "data" / "dedup"
@@ -287,13 +286,9 @@ def test_fts_follows_updated_and_pruned_items(world: World) -> None:
     assert {m["id"] for h in hits for m in h["matches"]} == {world.item("d1"), world.item("e1")}
 
 
-def test_migration_indexes_items_stored_before_it(tmp_path: Path) -> None:
+def test_migration_indexes_items_stored_before_it(older_schema) -> None:
     """A database from before full-text search is backfilled when it is opened."""
-    old = tmp_path / "migrations"
-    old.mkdir()
-    for path in MIGRATIONS_DIR.glob("00[12]_*.sql"):
-        shutil.copy(path, old)
-    db = tmp_path / "old.db"
+    db, old = older_schema(2)
     store = Store.open(db, migrations_dir=old)
     try:
         c = store.conn
