@@ -4,26 +4,16 @@ scheduler.py) call these and print; the stages themselves live in their own modu
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .clustering import Clusterer
-from .config import Config, database_path
+from .config import Config
 from .fetch import Fetcher, make_client
 from .poll import FeedOutcome, Poller, PollReport, make_parse_executor
-from .store import FeedRow, Store
+from .store import FeedRow, Store, open_store  # noqa: F401 - open_store: part of this API
 from .timeutil import utcnow
-
-
-@contextlib.contextmanager
-def open_store(config: Config, db_override: str | None = None) -> Iterator[Store]:
-    store = Store.open(database_path(config, db_override))
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 @dataclass

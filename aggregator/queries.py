@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from .config import DedupSettings
-from .dedup import Signature, jaccard
 from .errors import AggregatorError
 from .search import catch_up, explain, fts_query, is_query_error, match_ids_sql
 from .store import Store
@@ -209,9 +208,7 @@ def _load(store: Store, ids: list[int]) -> list[ClusterView]:
             continue
         _, size, feeds, first, last, rep_id, title, url, updated = clusters[cid]
         rows = members[cid]
-        sigs = {
-            r[1]: Signature.from_blobs(r[6], r[7], r[8], r[9], r[10]) for r in rows if r[9] is not None
-        }
+        sigs = {r[1]: (r[6], r[9]) for r in rows if r[9] is not None}  # kind, full MinHash
         rep_sig = sigs.get(rep_id)
         items = tuple(
             MemberView(
@@ -231,12 +228,15 @@ def _load(store: Store, ids: list[int]) -> list[ClusterView]:
     return views
 
 
-def _similarity(rep: Signature | None, sig: Signature | None, is_rep: bool) -> float | None:
+def _similarity(rep: tuple[int, bytes] | None, sig: tuple[int, bytes] | None, is_rep: bool) -> float | None:
+    """dedup.jaccard of two stored signatures (the share of equal 32-bit MinHash values),
+    read from their blobs without numpy, so that read-only commands never import it."""
     if is_rep:
         return 1.0
-    if rep is None or sig is None or rep.kind != sig.kind or len(rep.full) != len(sig.full):
+    if rep is None or sig is None or rep[0] != sig[0] or len(rep[1]) != len(sig[1]) or not rep[1]:
         return None
-    return round(jaccard(rep.full, sig.full), 3)
+    a, b = memoryview(rep[1]).cast("I"), memoryview(sig[1]).cast("I")
+    return round(sum(x == y for x, y in zip(a, b, strict=True)) / len(a), 3)
 
 
 def digest_clusters(

@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlite_utils
 
-from .config import Config
+from .config import Config, database_path
 from .errors import StoreError
 from .records import Item
 from .timeutil import from_iso, iso
@@ -93,6 +93,16 @@ def _feed_row(row: dict) -> FeedRow:
         error_count=row["error_count"],
         next_fetch_at=from_iso(row["next_fetch_at"]),
     )
+
+
+@contextmanager
+def open_store(config: Config, db_override: str | None = None) -> Iterator[Store]:
+    """The configured database (or `db_override`), closed afterwards."""
+    store = Store.open(database_path(config, db_override))
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 class Store:

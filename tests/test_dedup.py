@@ -427,3 +427,17 @@ def test_choose_cluster_prefers_a_jaccard_match_over_a_containment_match() -> No
 
 def test_choose_cluster_without_matches_is_a_new_story() -> None:
     assert choose_cluster([], {}) is None
+
+
+def test_cluster_views_compute_jaccard_from_stored_blobs(signer: Signer) -> None:
+    """`clusters show` reads similarities from the stored signature bytes without numpy;
+    they must be dedup.jaccard's."""
+    from aggregator.queries import _similarity
+
+    sigs = [signer.sign(*article(n)) for n in NAMES]
+    sigs.append(signer.sign(article(NAMES[0])[0], article(NAMES[0])[1][:400]))  # a partial copy
+    for a in sigs:
+        for b in sigs:
+            got = _similarity((a.kind, a.to_blobs()[0]), (b.kind, b.to_blobs()[0]), False)
+            assert got == round(jaccard(a.full, b.full), 3)
+    assert _similarity((0, b"\x01\x00\x00\x00"), (1, b"\x01\x00\x00\x00"), False) is None  # kinds differ
