@@ -111,6 +111,8 @@ def _word_char_table() -> np.ndarray:
 
 
 _WORD_CHAR: np.ndarray | None = None
+# Longer texts (a 5 MB entry) take the block-wise path, whose memory stays bounded.
+DIRECT_MAX_CHARS = 200_000
 _CUT = TOKEN_CHARS  # characters at offset >= TOKEN_CHARS weigh 0
 _WEIGHT = np.append(_POSITION, np.uint64(0))
 
@@ -126,6 +128,8 @@ def _folded_word_hashes(folded: str, split: int) -> tuple[np.ndarray, int]:
     global _WORD_CHAR
     if _WORD_CHAR is None:
         _WORD_CHAR = _word_char_table()
+    if len(folded) > DIRECT_MAX_CHARS:  # ~60 bytes of temporaries per character here
+        return hash_words(WORD.findall(folded)), len(WORD.findall(folded[:split]))
     codes = np.frombuffer(folded.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     if len(codes) == 0:
         return np.zeros(0, dtype=np.uint64), 0

@@ -441,3 +441,14 @@ def test_cluster_views_compute_jaccard_from_stored_blobs(signer: Signer) -> None
             got = _similarity((a.kind, a.to_blobs()[0]), (b.kind, b.to_blobs()[0]), False)
             assert got == round(jaccard(a.full, b.full), 3)
     assert _similarity((0, b"\x01\x00\x00\x00"), (1, b"\x01\x00\x00\x00"), False) is None  # kinds differ
+
+
+def test_long_texts_take_the_bounded_path_with_the_same_signature(signer: Signer, monkeypatch) -> None:
+    """Texts over DIRECT_MAX_CHARS are hashed word list by word list (bounded memory for a
+    5 MB entry); the signature must not depend on which path ran."""
+    title, body = article(NAMES[0])
+    direct = signer.sign(title, body)
+    monkeypatch.setattr("aggregator.dedup.DIRECT_MAX_CHARS", 10)
+    bounded = signer.sign(title, body)
+    assert np.array_equal(direct.full, bounded.full) and np.array_equal(direct.lede, bounded.lede)
+    assert (direct.size, direct.lede_size) == (bounded.size, bounded.lede_size)
