@@ -183,6 +183,7 @@ _CUTS = tuple((RULE_TRIGGERS.get(n), p) for n, p, action in _RULES if action == 
 _TAILS = tuple((RULE_TRIGGERS.get(n), p) for n, p, action in _RULES if action == "tail" and p is not _TRUNCATION)
 _DROPS = tuple((RULE_TRIGGERS.get(n), p) for n, p, action in _RULES if action == "drop")
 _TAIL_CHARS = 300
+_MARKER_ENDS = ("…", "...", "]")  # how every text the truncation rule matches ends
 _ALL_TRIGGERS = frozenset(w for words in RULE_TRIGGERS.values() for w in words)
 
 
@@ -216,20 +217,22 @@ def strip_boilerplate(text: str) -> str:
     # removing text never adds a trigger, so one look suffices; "\n" marks a line start
     lower = "\n" + text.lower()
     present = {w for w in _ALL_TRIGGERS if w in lower}
-    # each rule with the trigger words the text has (None: the rule has no triggers)
-    cuts = [(t and [w for w in t if w in present], p) for t, p in _CUTS if t is None or not present.isdisjoint(t)]
-    drops = [(t and [w for w in t if w in present], p) for t, p in _DROPS if t is None or not present.isdisjoint(t)]
+    # the rules whose trigger words occur (None: a rule without triggers always runs)
+    cuts = [(t, p) for t, p in _CUTS if t is None or not present.isdisjoint(t)]
+    drops = [(t, p) for t, p in _DROPS if t is None or not present.isdisjoint(t)]
     if cuts or drops:
         text = _strip_lines(text.split("\n"), cuts, drops)
     for triggers, pattern in _TAILS:
         if triggers is None or not present.isdisjoint(triggers):
             cut = max(0, len(text) - _TAIL_CHARS)
             text = text[:cut] + pattern.sub("", text[cut:])
-    # a truncation marker ("…", "[...]"), also the one a removed "read more" sat behind
-    text = text.rstrip()
-    if text.endswith(("…", "...", "]")):
-        cut = max(0, len(text) - _TAIL_CHARS)
-        text = text[:cut] + _TRUNCATION.sub("", text[cut:])
+    # a truncation marker ("…", "[...]"): twice, since WordPress adds " […]" behind the
+    # author's own "..." (and a removed "read more" may have sat behind one)
+    for _ in range(2):
+        if text.rstrip().endswith(_MARKER_ENDS):
+            cut = max(0, len(text) - _TAIL_CHARS)
+            text = text[:cut] + _TRUNCATION.sub("", text[cut:])
+        text = text.rstrip()
     return _tidy_lines(text)
 
 
@@ -237,9 +240,10 @@ def _strip_lines(lines: list[str], cuts: list, drops: list) -> str:
     """The cut and drop rules, line by line: their patterns never cross a line break, so
     running each only on the lines holding one of its trigger words gives what a pass
     over the whole text gives, at a fraction of the cost."""
-    lowered = ["\n" + line.lower() for line in lines]
+    # lower case, "\n" for the line start (after its indentation, which the line rules skip)
+    lowered = ["\n" + line.lstrip(" \t").lower() for line in lines]
 
-    def holding(triggers: list[str] | None) -> list[int]:
+    def holding(triggers: tuple[str, ...] | None) -> list[int]:
         return [i for i, low in enumerate(lowered) if triggers is None or any(w in low for w in triggers)]
 
     for triggers, pattern in cuts:
@@ -250,7 +254,9 @@ def _strip_lines(lines: list[str], cuts: list, drops: list) -> str:
                 break
     for triggers, pattern in drops:
         for i in holding(triggers):
-            lines[i] = pattern.sub("", lines[i])
+            changed = pattern.sub("", lines[i])
+            if changed != lines[i]:  # a removal can bring a later rule's words to the line start
+                lines[i], lowered[i] = changed, "\n" + changed.lstrip(" \t").lower()
     return "\n".join(lines)
 
 

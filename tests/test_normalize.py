@@ -274,3 +274,15 @@ def test_atom_text_construct_keeps_angle_brackets() -> None:
     (item,) = normalize_entries(parse_feed(body, {}).entries, NOW)
     assert item.title == "Using vector<int> in C++"
     assert item.text == "If a < b and c > d then swap."
+
+
+def test_wordpress_excerpt_loses_both_truncation_markers() -> None:
+    # the author's own "..." and the " […]" WordPress adds behind it
+    text = html_to_text("<p>The council voted to close the bridge over the summer... [&hellip;]</p>")
+    assert strip_boilerplate(text) == "The council voted to close the bridge over the summer"
+
+
+def test_a_removal_that_brings_a_byline_to_the_line_start_drops_it_too() -> None:
+    # line rules run line by line; a line changed by one rule is looked at afresh by the next
+    text = "Posted by Ann\nPlease enable JavaScript to watch this video.By John Smith\nThe story."
+    assert strip_boilerplate(text) == "The story."
