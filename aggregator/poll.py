@@ -229,9 +229,11 @@ class Poller:
             if on_done:
                 on_done(outcome)
 
-        await asyncio.gather(*(one(f) for f in feeds))
-        if self._not_modified:
-            await self._write(self._flush_not_modified)
+        try:
+            await asyncio.gather(*(one(f) for f in feeds))
+        finally:
+            if self._not_modified:
+                await self._flush_even_if_cancelled()
         if self.store.search_backlog:
             await self._write(self._index_search)
         report.duration = time.monotonic() - started
@@ -329,11 +331,27 @@ class Poller:
             error=state["last_error"],
         )  # fmt: skip
 
+    async def _flush_even_if_cancelled(self) -> None:
+        """The buffered 304s are written when the poll ends, also when it is cancelled
+        (daemon shutdown, Ctrl-C): the write is handed to the writer thread, which the
+        pipeline lets finish before it closes."""
+        if self.writer is None:
+            self._flush_not_modified()
+            return
+        done = self.writer.submit(self._flush_not_modified)
+        await asyncio.shield(asyncio.wrap_future(done))
+
     def _flush_not_modified(self) -> None:
         waiting, self._not_modified = self._not_modified, []
-        with self.store.transaction():
-            for feed, state, fetch in waiting:
-                self._record_attempt(feed, state, fetch)
+        try:
+            with self.store.transaction():
+                for feed, state, fetch in waiting:
+                    self._record_attempt(feed, state, fetch)
+        except sqlite3.Error as exc:
+            # the fetches happened; only their bookkeeping is lost, so those feeds are
+            # simply due again (their next fetch time was not moved)
+            log.warning("could not record %d not-modified answers (%s); those feeds will be "
+                        "fetched again when next due", len(waiting), exc)  # fmt: skip
 
     def _store_document(
         self, feed: FeedRow, fetch: FetchResult, parsed: ParsedFeed, signatures: dict

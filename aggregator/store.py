@@ -112,7 +112,9 @@ class Store:
         self.db = db
         self.path = path
         self.conn: sqlite3.Connection = db.conn
-        self.search_backlog = 0  # items this connection stored that wait for the search index
+        # items this connection stored since the search index last caught up: a hint for
+        # when to index (it may overcount after a rollback until the next index_search)
+        self.search_backlog = 0
 
     # ------------------------------------------------------------ opening
 
@@ -358,6 +360,7 @@ class Store:
                     (batch,),
                 ).fetchone()[0]
                 if upto is None:
+                    self.search_backlog = 0  # nothing waits, whoever indexed it
                     return done
                 self.conn.execute(
                     """INSERT INTO items_fts (rowid, title, text)
@@ -366,7 +369,6 @@ class Store:
                     (upto,),
                 )
                 done += self.conn.execute("DELETE FROM search_pending WHERE item_id <= ?", (upto,)).rowcount
-            self.search_backlog = max(0, self.search_backlog - done)
 
     def search_waiting(self) -> bool:
         return self.conn.execute("SELECT EXISTS (SELECT 1 FROM search_pending)").fetchone()[0] == 1

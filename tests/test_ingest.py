@@ -167,6 +167,45 @@ def test_304s_are_recorded_in_batches_and_none_is_lost(
         assert 3590 < seconds_until(feed["next_fetch_at"]) <= 3600
 
 
+def test_304s_of_a_cancelled_poll_are_still_recorded(
+    tmp_path: Path, store: Store, feed_server: FeedServer, data_dir: Path
+) -> None:
+    """Daemon shutdown cancels a poll: the 304s already answered (buffered for a batch
+    write) are written anyway, while one slow feed is still in flight."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aggregator.fetch import Fetcher, make_client
+    from aggregator.poll import Poller
+
+    urls = []
+    for n in range(6):
+        feed_server.serve_file(f"/f{n}", data_dir / "rss20.xml", etag=f'"v{n}"')
+        urls.append(feed_server.url(f"/f{n}"))
+    config = make_config(tmp_path, urls, timeout="20s")
+    fetch_all(config, store)  # stores the validators: the next poll gets 304s
+    feed_server.serve_file("/f5", data_dir / "rss20.xml", etag='"v5"', delay=5.0)
+    writer = ThreadPoolExecutor(1)
+    done: list[FeedOutcome] = []
+
+    async def poll_then_cancel() -> None:
+        async with make_client(config.settings) as client:
+            poller = Poller(config, store, Fetcher(client, config.settings), writer=writer)
+            task = asyncio.ensure_future(poller.poll(store.feeds(active_only=True), done.append))
+            while len(done) < 5:
+                await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(poll_then_cancel())
+    writer.shutdown(wait=True)
+    assert [o.status for o in done] == ["not_modified"] * 5
+    for url in urls[:5]:
+        assert [r["outcome"] for r in fetch_log(store, url)] == ["ok", "not_modified"]
+    assert [r["outcome"] for r in fetch_log(store, urls[5])] == ["ok"]  # cut off in flight
+
+
 def test_feeds_in_flight_are_bounded(
     tmp_path: Path, store: Store, feed_server: FeedServer, data_dir: Path, monkeypatch
 ) -> None:

@@ -399,6 +399,31 @@ def test_search_ranks_the_newest_matches_of_a_very_common_word(
         store.close()
 
 
+def test_search_backlog_hint_resets_when_another_process_indexed(tmp_path: Path) -> None:
+    """The daemon's count of items waiting for the index is only a hint: when a CLI
+    search has indexed them meanwhile, the next index_search finds nothing and resets it
+    (otherwise every later feed write would trigger a needless index run)."""
+    from aggregator.records import Item
+
+    daemon = Store.open(tmp_path / "a.db")
+    try:
+        with daemon.transaction():
+            daemon.conn.execute("INSERT INTO feeds (url, name, created_at) VALUES ('https://a.example/', 'a', '2026-01-01T00:00:00Z')")
+            now = utcnow()
+            daemon.insert_items(1, [Item(key=f"k{n}", url=None, canonical_url=None, title=f"Walrus {n}",
+                                         text="On the quay.", author=None, published=now, updated=None,
+                                         content_hash=f"h{n}") for n in range(3)], now)  # fmt: skip
+        assert daemon.search_backlog == 3
+        cli = Store.open(tmp_path / "a.db")
+        try:
+            assert cli.index_search() == 3
+        finally:
+            cli.close()
+        assert daemon.index_search() == 0 and daemon.search_backlog == 0
+    finally:
+        daemon.close()
+
+
 # ---------------------------------------------------------------- stats
 
 

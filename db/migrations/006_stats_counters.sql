@@ -16,6 +16,10 @@
 -- re-marks the members of the clusters involved (a new cluster has none: items point at
 -- existing clusters only). `cluster_marks` is a write-only view that names that step
 -- once: inserting a cluster id into it re-marks that cluster.
+-- Assumed, as every aggregator write keeps it: a cluster's representative is one of its
+-- members. Hand-run SQL that moves a representative out of its cluster (or reuses a
+-- deleted cluster's id with foreign keys off) can leave marks stale until that cluster
+-- is next touched; `aggregator recluster` rebuilds them all.
 -- Cost, measured at 1M items: ~5 us per inserted item and ~20 us per clustered item on
 -- the write path; the backfill below takes ~30 s when a 1M-item database is migrated.
 
