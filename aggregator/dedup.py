@@ -419,9 +419,16 @@ class _Banding:
 class _Buckets:
     """The LSH buckets of both bandings (full text and lede: their keys are salted apart,
     and a chance collision only adds a candidate to verify), so a query is one lookup.
-    Keys live in a sorted numpy array plus a small tail, merged in when it grows."""
+    Keys live in a sorted numpy array plus a small tail, merged in when it grows.
+
+    A directory over the sorted keys (where the keys starting with each high-bit prefix
+    begin, ~4 keys per prefix, ~1 byte per key) turns a lookup into two reads and a short
+    scan: a binary search over millions of keys missed the CPU caches at every step
+    (a query at 100k items cost 58 instead of 21 us at 10k)."""
 
     MERGE_AT = 8192
+    KEYS_PER_PREFIX = 8  # directory size: one entry per 4-8 keys
+    SCAN = 16  # keys compared per lookup; a longer run under one prefix is binary-searched
 
     def __init__(self):
         self.keys = np.zeros(0, dtype=np.uint32)
@@ -433,6 +440,9 @@ class _Buckets:
         self._online_rows: list[int] = []
         self._online_counts: list[int] = []
         self._tail_count = 0
+        self._shift = 32
+        self._starts = np.zeros(2, dtype=np.int64)
+        self._scan = np.arange(self.SCAN)
 
     def add(self, keys: np.ndarray, rows: np.ndarray) -> None:
         """Bulk add (start-up): keys (n, bands), rows (n,); queryable after merge()."""
@@ -467,6 +477,7 @@ class _Buckets:
         rows = np.concatenate([self.rows, *self._tail_rows])
         order = np.argsort(keys, kind="stable")
         self.keys, self.rows = keys[order], rows[order]
+        self._index_prefixes()
         self._tail_keys, self._tail_rows, self._tail = [], [], {}
         self._online_keys, self._online_rows, self._online_counts = [], [], []
         self._tail_count = 0
@@ -477,13 +488,17 @@ class _Buckets:
         near-identical short entries) cannot make every query scan thousands of rows."""
         found: set[int] = set()
         if len(self.keys):
-            lo = np.searchsorted(self.keys, keys, "left")
-            present = self.keys[np.minimum(lo, len(self.keys) - 1)] == keys
-            if present.any():  # most keys of a new story are in no bucket: one search only
-                hit = keys[present]
-                hi = np.searchsorted(self.keys, hit, "right")
-                for start, end in zip(lo[present].tolist(), hi.tolist(), strict=True):
-                    found.update(self.rows[max(start, end - BUCKET_CAP) : end].tolist())
+            prefix = keys >> self._shift
+            lo, hi = self._starts[prefix], self._starts[prefix + 1]
+            at = lo[:, None] + self._scan  # the first SCAN keys under each key's prefix
+            hit = at < hi[:, None]
+            np.minimum(at, len(self.keys) - 1, out=at)
+            hit &= self.keys[at] == keys[:, None]
+            long_run = hi - lo > self.SCAN
+            if long_run.any():  # rare: a crowded prefix, or a bucket of many rows
+                hit &= ~long_run[:, None]
+                found.update(self._query_sorted(keys[long_run]))
+            found.update(self.rows[at[hit]].tolist())
         tail = self._tail
         if tail:
             for k in tail.keys() & set(keys.tolist()):
@@ -494,11 +509,30 @@ class _Buckets:
                     found.add(rows)
         return found
 
+    def _query_sorted(self, keys: np.ndarray) -> set[int]:
+        """The lookup by binary search, capped at the newest BUCKET_CAP rows per bucket."""
+        found: set[int] = set()
+        lo = np.searchsorted(self.keys, keys, "left")
+        present = self.keys[np.minimum(lo, len(self.keys) - 1)] == keys
+        hi = np.searchsorted(self.keys, keys[present], "right")
+        for start, end in zip(lo[present].tolist(), hi.tolist(), strict=True):
+            found.update(self.rows[max(start, end - BUCKET_CAP) : end].tolist())
+        return found
+
+    def _index_prefixes(self) -> None:
+        """Rebuild the directory: _starts[p] is where keys with high bits p begin."""
+        bits = min(32, max(1, (len(self.keys) // self.KEYS_PER_PREFIX).bit_length()))
+        self._shift = 32 - bits
+        counts = np.bincount(self.keys >> self._shift, minlength=1 << bits)
+        self._starts = np.zeros((1 << bits) + 1, dtype=np.int32 if len(self.keys) < 2**31 else np.int64)
+        np.cumsum(counts, out=self._starts[1:])
+
     @property
     def nbytes(self) -> int:
         tail = sum(k.nbytes + r.nbytes for k, r in zip(self._tail_keys, self._tail_rows, strict=True))
         online = sum(k.nbytes + 112 for k in self._online_keys) + 8 * len(self._online_rows)
-        return self.keys.nbytes + self.rows.nbytes + tail + online + 120 * len(self._tail)
+        directory = self._starts.nbytes
+        return self.keys.nbytes + self.rows.nbytes + directory + tail + online + 120 * len(self._tail)
 
 
 class DedupIndex:

@@ -400,6 +400,31 @@ def test_tail_merge_keeps_everything_queryable(signer: Signer, monkeypatch) -> N
         assert row in index.candidates(signer.sign(*article(name)), 10 * DAY)
 
 
+def test_bucket_directory_finds_what_binary_search_finds() -> None:
+    """The prefix directory gives the rows a plain binary search gives, for sparse keys,
+    crowded prefixes (runs longer than the scan) and buckets past BUCKET_CAP."""
+    from aggregator.dedup import BUCKET_CAP, _Buckets
+
+    rng = np.random.RandomState(5)
+    buckets = _Buckets()
+    sparse = rng.randint(0, 2**32, size=(3000, 40), dtype=np.uint64).astype(np.uint32)
+    crowded = (np.uint32(0xABC00000) + rng.randint(0, 64, size=(500, 40))).astype(np.uint32)
+    hot = np.full((BUCKET_CAP + 30, 1), 0x12345678, dtype=np.uint32)  # one bucket, many rows
+    keys = np.concatenate([sparse, crowded])
+    buckets.add(keys, np.arange(len(keys)))
+    buckets.add(hot, np.arange(len(keys), len(keys) + len(hot)))
+    buckets.merge()
+    assert (np.diff(buckets._starts) > buckets.SCAN).any()  # some runs take the fallback
+    probes = [sparse[7], sparse[2999, :5], crowded[3], crowded[499, ::7], hot[0],
+              rng.randint(0, 2**32, size=40, dtype=np.uint64).astype(np.uint32),
+              np.concatenate([sparse[10, :3], crowded[20, :3], hot[0]])]  # fmt: skip
+    for probe in probes:
+        assert buckets.query(probe) == buckets._query_sorted(probe)
+    assert 7 in buckets.query(sparse[7])
+    newest = set(range(len(keys) + len(hot) - BUCKET_CAP, len(keys) + len(hot)))
+    assert buckets.query(hot[0]) == newest  # the newest rows of a crowded bucket
+
+
 # ---------------------------------------------------------------- choose_cluster
 
 
