@@ -2,8 +2,10 @@
 
 Assignment policy, in order:
 1. Exact shortcut: an earlier item (inside the window) with the same canonical URL or the
-   same content hash decides the cluster. Root URLs ("https://site/") are ignored, since
-   some feeds link every entry to their home page.
+   same content hash decides the cluster (the earliest such item, among the newest
+   dedup.BUCKET_CAP sharing the key). Root URLs ("https://site/") are ignored, since
+   some feeds link every entry to their home page. The keys are looked up in the
+   in-memory index, which also catches up with items other processes stored.
 2. Otherwise the LSH index proposes candidates, each is verified (dedup.similarity), and
    the item joins the cluster of its most similar verified copy; ties go to the older
    cluster.
@@ -28,7 +30,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from .config import DedupSettings
-from .dedup import DedupIndex, Signature, Signer, choose_cluster
+from .dedup import DedupIndex, Signature, Signer, choose_cluster, exact_key
 from .records import Item
 from .store import ClusterStore, Store, StoredItem, bump_cluster_generation, cluster_generation
 from .timeutil import from_iso
@@ -56,6 +58,11 @@ def _useful_url(url: str | None) -> str | None:
     return url if path not in ("", "/") else None
 
 
+def exact_keys(canonical_url: str | None, content_hash: str) -> tuple[int, int]:
+    """The exact-shortcut keys of an item, as the index files them."""
+    return exact_key(_useful_url(canonical_url)), exact_key(content_hash)
+
+
 class Clusterer:
     """Holds the in-memory dedup index; writes memberships through the caller's
     transaction. Rows added during a transaction are dropped again on rollback."""
@@ -67,6 +74,8 @@ class Clusterer:
         self._killed: list[int] = []
         self.rebuild_seconds = 0.0
         self.generation = -1  # cluster generation the index was built from
+        self.indexed_upto = 0  # every clustered item up to this id is indexed (if in the window)
+        self._placed_upto = 0  # the same, once the current transaction commits
 
     @functools.cached_property
     def signer(self) -> Signer:
@@ -81,11 +90,21 @@ class Clusterer:
         started = time.perf_counter()
         self.index = DedupIndex(self.settings)
         self.generation = cluster_generation(store)
-        clusters = ClusterStore(store)
-        since = now - timedelta(seconds=self.settings.window)
+        self.indexed_upto = self._placed_upto = store.conn.execute(
+            "SELECT coalesce(max(id), 0) FROM items"
+        ).fetchone()[0]
+        loaded = self._index_stored(store, now - timedelta(seconds=self.settings.window), bulk=True)
+        self.index.finish_bulk()
+        self.rebuild_seconds = time.perf_counter() - started
+        return loaded
+
+    def _index_stored(self, store: Store, since: datetime, bulk: bool, after_id: int = 0,
+                      upto_id: int | None = None) -> int:  # fmt: skip
+        """Index the stored signatures of clustered items first seen since `since` (with
+        ids in after_id < id <= upto_id); returns how many."""
         loaded = 0
         skipped = 0
-        for batch in clusters.signatures_since(since):
+        for batch in ClusterStore(store).signatures_since(since, after_id=after_id, upto_id=upto_id):
             rows, sigs = [], []
             for r in batch:
                 sig = Signature.from_blobs(r[3], r[4], r[5], r[6], r[7])
@@ -100,15 +119,26 @@ class Clusterer:
                 np.array([r[1] for r in rows], dtype=np.int64),
                 np.array([int(from_iso(r[2]).timestamp()) for r in rows], dtype=np.int64),
                 sigs,
-                bulk=True,
+                bulk=bulk,
+                exact=np.array([exact_keys(r[8], r[9]) for r in rows], dtype=np.uint64),
             )
             loaded += len(rows)
         if skipped:
             log.warning("%d stored signatures were made with other num_perm settings and are not "
                         "indexed; run `aggregator recluster` to re-sign them", skipped)  # fmt: skip
-        self.index.finish_bulk()
-        self.rebuild_seconds = time.perf_counter() - started
         return loaded
+
+    def _catch_up(self, store: Store, first_new_id: int, now: datetime) -> None:
+        """Index the items another process stored (e.g. `aggregator fetch` next to the
+        daemon) since this index was last in step: ids are given out in order, so they
+        are the ones between what we indexed and our first new item."""
+        if first_new_id - 1 <= self.indexed_upto:
+            return
+        since = now - timedelta(seconds=self.settings.window)
+        caught = self._index_stored(store, since, bulk=False, after_id=self.indexed_upto, upto_id=first_new_id - 1)
+        self._added.extend(range(self.index.n - caught, self.index.n))  # dropped again on rollback
+        if caught:
+            log.info("indexed %d items stored by another process", caught)
 
     def _fits(self, sig: Signature) -> bool:
         """A stored signature is usable only with the permutation counts it was made with."""
@@ -137,6 +167,10 @@ class Clusterer:
             self.load(store, now)  # (or the first use of an index not built at start-up)
         clusters = ClusterStore(store)
         seen = int(now.timestamp())
+        if new:
+            first_new = min(item_id for item_id, _, _ in new)
+            self._catch_up(store, first_new, now)
+            self._placed_upto = max(self.indexed_upto, max(item_id for item_id, _, _ in new))
         retired: set[int] = set()
         for item_id, _, _, old in changed:
             rows = self.index.rows_of_item(item_id)
@@ -166,28 +200,20 @@ class Clusterer:
         if not work:
             clusters.refresh(touched, now)
             return 0
-        window = self.settings.window
-        urls = [_useful_url(w.canonical_url) for w in work]
-        exact_url, exact_hash = clusters.exact_candidates(
-            [u for u in urls if u],
-            [w.content_hash for w in work],
-            since=min(w.seen for w in work) - window,
-            exclude={w.item_id for w in work},
-        )
         created = 0
         assignments = []
         singletons: list[tuple[int, int, datetime]] = []  # written in one go below
         next_cluster = clusters.next_cluster_id()
-        for w, url in zip(work, urls, strict=True):
-            hits = [h for h in (exact_url.get(url) if url else None, exact_hash.get(w.content_hash))
-                    if h is not None and h[2] >= w.seen - window]  # fmt: skip
+        index = self.index
+        for w in work:
+            keys = exact_keys(w.canonical_url, w.content_hash)
+            same, matches = index.find(w.signature, w.seen, keys)
             sim = 1.0
-            if hits:
-                cluster = min(hits)[1]
+            if same is not None:
+                cluster = int(index.cluster_ids[same])
                 touched.add(cluster)
             else:
-                matches = self.index.matches(w.signature, w.seen)
-                choice = choose_cluster(matches, {r: int(self.index.cluster_ids[r]) for r, _ in matches})
+                choice = choose_cluster(matches, {r: int(index.cluster_ids[r]) for r, _ in matches})
                 if choice:
                     cluster, sim = choice
                     touched.add(cluster)
@@ -196,10 +222,7 @@ class Clusterer:
                     singletons.append((cluster, w.item_id, w.published))
                     created += 1
             assignments.append((cluster, sim, w.item_id))
-            if url:
-                exact_url.setdefault(url, (w.item_id, cluster, w.seen))
-            exact_hash.setdefault(w.content_hash, (w.item_id, cluster, w.seen))
-            self._added.append(self.index.add(w.item_id, cluster, w.seen, w.signature))
+            self._added.append(index.add(w.item_id, cluster, w.seen, w.signature, keys))
         clusters.add_singletons(singletons, now)
         clusters.save_signatures((w.item_id, w.signature) for w in work)
         clusters.set_item_clusters(assignments)
@@ -207,11 +230,13 @@ class Clusterer:
         return created
 
     def commit(self) -> None:
+        self.indexed_upto = max(self.indexed_upto, self._placed_upto)
         self._added.clear()
         self._killed.clear()
 
     def rollback(self) -> None:
         """The transaction failed: forget rows it added, revive rows it retired."""
+        self._placed_upto = self.indexed_upto
         if self._added:
             self.index.kill(self._added)
         if self._killed:
@@ -254,4 +279,5 @@ class Clusterer:
                     progress(done, total)
             self.commit()
         self.generation = cluster_generation(store)
+        self.indexed_upto = self._placed_upto = last_id
         return conn.execute("SELECT count(*) FROM clusters").fetchone()[0]

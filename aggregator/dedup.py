@@ -24,6 +24,7 @@ Choices, each measured with bench/dedup_quality.py and bench/dedup_speed.py:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import zlib
@@ -396,6 +397,23 @@ def bands_for(threshold: float, num_perm: int, recall: float = CANDIDATE_RECALL)
 
 BUCKET_CAP = 64  # rows taken from one LSH bucket (its newest)
 MAX_CANDIDATES = 256  # candidates verified per item (the newest)
+NO_KEY = (0, 0)
+
+
+def exact_key(value: str | None) -> int:
+    """A 64-bit key for an exact-match value (canonical URL, content hash); 0 for none."""
+    if not value:
+        return 0
+    return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "little") or 1
+
+
+def _exact_bucket_key(key: int, column: int) -> int:
+    """The 32-bit bucket key under which an exact key is filed (salted per column)."""
+    mixed = (key * int(_MIX[column]) + _EXACT_SALT[column]) % 2**64
+    return (mixed ^ (mixed >> 32)) & 0xFFFFFFFF
+
+
+_EXACT_SALT = (0x5851F42D4C957F2D, 0x14057B7EF767814F)
 
 
 class _Banding:
@@ -538,7 +556,11 @@ class _Buckets:
 class DedupIndex:
     """Signatures of the indexed items (those inside the dedup window) and LSH buckets
     over them for two bandings: full text and lede. Rows are append-only; a removed item's row is
-    marked dead (a moved item is re-added as a new row)."""
+    marked dead (a moved item is re-added as a new row).
+
+    The items' exact-match keys (canonical URL, content hash; `exact_key`) are filed in
+    the same buckets, so the exact shortcut costs no lookup of its own and needs no
+    random-key index on disk (which made every commit rewrite scattered index pages)."""
 
     def __init__(self, settings: DedupSettings, capacity: int = 1024):
         self.settings = settings
@@ -548,6 +570,7 @@ class DedupIndex:
         self.buckets = _Buckets()
         self.n = 0
         self._key_memo: tuple | None = None
+        self._exact_memo: tuple | None = None
         self._plan_keys()
         s = settings
         self.item_ids = np.zeros(capacity, dtype=np.int64)
@@ -559,13 +582,14 @@ class DedupIndex:
         self.lede_sizes = np.zeros(capacity, dtype=np.int32)
         self.full = np.zeros((capacity, s.num_perm), dtype=_U32)
         self.lede = np.zeros((capacity, s.lede_num_perm), dtype=_U32)
+        self.exact = np.zeros((capacity, 2), dtype=np.uint64)  # exact keys: URL, content hash
 
     def _grow(self, needed: int) -> None:
         capacity = len(self.item_ids)
         if needed <= capacity:
             return
         new_cap = max(needed, capacity * 2)
-        for name in ("item_ids", "cluster_ids", "seen", "kinds", "alive", "sizes", "lede_sizes", "full", "lede"):
+        for name in ("item_ids", "cluster_ids", "seen", "kinds", "alive", "sizes", "lede_sizes", "full", "lede", "exact"):
             arr = getattr(self, name)
             grown = np.zeros((new_cap, *arr.shape[1:]), dtype=arr.dtype)
             grown[: self.n] = arr[: self.n]
@@ -581,9 +605,10 @@ class DedupIndex:
         seen: np.ndarray,
         sigs: list[Signature],
         bulk: bool = False,
+        exact: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Index signatures; returns their rows. With bulk (start-up rebuild) they become
-        queryable at finish_bulk()."""
+        """Index signatures (and their items' exact keys, (n, 2) uint64); returns their
+        rows. With bulk (start-up rebuild) they become queryable at finish_bulk()."""
         count = len(sigs)
         start = self.n
         self._grow(start + count)
@@ -592,6 +617,8 @@ class DedupIndex:
         self.cluster_ids[rows] = cluster_ids
         self.seen[rows] = seen
         self.alive[rows] = True
+        if exact is not None:
+            self.exact[rows] = exact
         for i, sig in zip(rows.tolist(), sigs, strict=True):
             self.kinds[i] = sig.kind
             self.sizes[i] = sig.size
@@ -607,19 +634,33 @@ class DedupIndex:
         keys = self.full_bands.band_keys(self.full[rows], self.kinds[rows])
         words_rows = rows[self.kinds[rows] == KIND_WORDS]
         lede_keys = self.lede_bands.band_keys(self.lede[words_rows]) if len(words_rows) else None
+        exact_keys = [
+            (np.array([_exact_bucket_key(k, column) for k in self.exact[with_key, column].tolist()],
+                      dtype=np.uint32).reshape(-1, 1), with_key)
+            for column in (0, 1)
+            if len(with_key := rows[self.exact[rows, column] != 0])
+        ]  # fmt: skip
         if bulk:
             self.buckets.add(keys, rows)
             if lede_keys is not None:
                 self.buckets.add(lede_keys, words_rows)
+            for column_keys, with_key in exact_keys:
+                self.buckets.add(column_keys, with_key)
             return
         for key_row, row in zip(keys, rows.tolist(), strict=True):
             self.buckets.add_one(key_row, row)
         if lede_keys is not None:
             for key_row, row in zip(lede_keys, words_rows.tolist(), strict=True):
                 self.buckets.add_one(key_row, row)
+        for column_keys, with_key in exact_keys:
+            for key_row, row in zip(column_keys, with_key.tolist(), strict=True):
+                self.buckets.add_one(key_row, row)
 
-    def add(self, item_id: int, cluster_id: int, seen: int, sig: Signature) -> int:
-        """Index one item (online): its row becomes a candidate for the next query."""
+    def add(
+        self, item_id: int, cluster_id: int, seen: int, sig: Signature, exact: tuple[int, int] = NO_KEY
+    ) -> int:
+        """Index one item (online): its row becomes a candidate for the next query.
+        `exact`: its exact keys (URL, content hash; 0 for none)."""
         row = self.n
         self._grow(row + 1)
         self.item_ids[row], self.cluster_ids[row], self.seen[row] = item_id, cluster_id, seen
@@ -628,7 +669,9 @@ class DedupIndex:
         self.n += 1
         if sig.lede is not None:
             self.lede[row], self.lede_sizes[row] = sig.lede, sig.lede_size
-        self.buckets.add_one(self._keys(sig)[2], row)
+        if exact != NO_KEY:
+            self.exact[row] = exact
+        self.buckets.add_one(self._query_keys(sig, exact), row)
         return row
 
     def finish_bulk(self) -> None:
@@ -685,20 +728,51 @@ class DedupIndex:
         self._key_memo = (sig, full, lede, keys if sig.lede is not None else full)
         return self._key_memo[1:]
 
+    def _query_keys(self, sig: Signature, exact: tuple[int, int]) -> np.ndarray:
+        """The bucket keys of an item: its band keys, then its exact keys."""
+        both = self._keys(sig)[2]
+        if exact == NO_KEY:
+            return both
+        if self._exact_memo is not None and self._exact_memo[0] is sig and self._exact_memo[1] == exact:
+            return self._exact_memo[2]
+        extra = [_exact_bucket_key(k, column) for column, k in enumerate(exact) if k]
+        keys = np.concatenate([both, np.array(extra, dtype=np.uint32)])
+        self._exact_memo = (sig, exact, keys)
+        return keys
+
     def candidates(self, sig: Signature, seen: int) -> list[int]:
         """Live rows that share a band with `sig` and were first seen no more than the
         dedup window before it (so a later recluster sees exactly what we saw online)."""
-        return self._candidate_rows(sig, seen).tolist()
+        return self._live_rows(self.buckets.query(self._keys(sig)[2]), seen)[-MAX_CANDIDATES:].tolist()
 
-    def _candidate_rows(self, sig: Signature, seen: int) -> np.ndarray:
-        found = self.buckets.query(self._keys(sig)[2])
+    def _live_rows(self, found: set[int], seen: int) -> np.ndarray:
         rows = np.fromiter(found, dtype=np.int64, count=len(found))
         keep = self.alive[rows] & (self.seen[rows] >= seen - self.settings.window)
-        return np.sort(rows[keep])[-MAX_CANDIDATES:]
+        return np.sort(rows[keep])
+
+    def find(
+        self, sig: Signature, seen: int, exact: tuple[int, int] = NO_KEY
+    ) -> tuple[int | None, list[tuple[int, float]]]:
+        """(row of the earliest item with the same exact key, []) when there is one (the
+        exact shortcut), else (None, the verified copies as `matches` gives them)."""
+        rows = self._live_rows(self.buckets.query(self._query_keys(sig, exact)), seen)
+        if exact != NO_KEY and len(rows):
+            url, digest = exact
+            same = np.zeros(len(rows), dtype=bool)
+            if url:
+                same |= self.exact[rows, 0] == url
+            if digest:
+                same |= self.exact[rows, 1] == digest
+            if same.any():
+                hits = rows[same]
+                return int(hits[np.argmin(self.item_ids[hits])]), []
+        return None, self._verified(sig, rows[-MAX_CANDIDATES:])
 
     def matches(self, sig: Signature, seen: int) -> list[tuple[int, float]]:
         """(row, similarity) of every verified copy among the candidates."""
-        rows = self._candidate_rows(sig, seen)
+        return self._verified(sig, self._live_rows(self.buckets.query(self._keys(sig)[2]), seen)[-MAX_CANDIDATES:])
+
+    def _verified(self, sig: Signature, rows: np.ndarray) -> list[tuple[int, float]]:
         rows = rows[self.kinds[rows] == sig.kind]
         if len(rows) == 0:
             return []
@@ -713,7 +787,7 @@ class DedupIndex:
         per_row = (
             self.item_ids.itemsize + self.cluster_ids.itemsize + self.seen.itemsize
             + self.kinds.itemsize + self.alive.itemsize + self.sizes.itemsize
-            + self.lede_sizes.itemsize + self.full[0].nbytes + self.lede[0].nbytes
+            + self.lede_sizes.itemsize + self.full[0].nbytes + self.lede[0].nbytes + self.exact[0].nbytes
         )  # fmt: skip
         return per_row * self.n + self.buckets.nbytes
 

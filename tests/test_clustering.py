@@ -610,6 +610,48 @@ def test_running_pipeline_after_a_recluster_uses_current_clusters(world: World) 
     check_bookkeeping(world.store)
 
 
+def test_exact_shortcut_after_a_restart(world: World) -> None:
+    """The exact keys are kept in the in-memory index: after a restart (index rebuilt
+    from the database) a title-only entry still joins the article it links to, and an
+    item with the same content under another link joins too."""
+    title, paragraphs = article("bridge")
+    url = link("quaytimes", "harbor-bridge")
+    world.feed("a", Entry("a1", title, as_html(paragraphs), url, ago(5)))
+    world.fetch()
+    # each fetch_all is a new process: the index is rebuilt from the stored items
+    world.feed("b", Entry("b1", "Bridge closing", None, url + "?utm_source=rss", ago(4)))
+    world.fetch()
+    world.feed("c", Entry("c1", title, as_text(paragraphs), link("wire", "x-9"), ago(3)))
+    world.fetch()
+    assert world.cluster_of("a", "a1") == world.cluster_of("b", "b1") == world.cluster_of("c", "c1")
+    names = {r[0] for r in world.store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert not names & {"items_canonical_url", "items_content_hash"}  # migration 007
+
+
+def test_running_pipeline_indexes_items_another_process_stored(world: World) -> None:
+    """`aggregator fetch` in another process while the daemon runs: the daemon's index
+    did not see those items, and catches up before placing its own, so a copy (exact or
+    near) still joins them."""
+    title, paragraphs = article("bridge")
+    strike_t, strike_p = article("rail_strike")
+    world.feed("a", Entry("a0", strike_t, as_html(strike_p), link("a", "0"), ago(9)))
+    daemon = Pipeline.start(world.config(), world.store)
+    asyncio.run(daemon.poll())
+    # another process stores two stories the daemon has not seen
+    world.feed("o", Entry("o1", title, as_html(paragraphs), link("o", "bridge"), ago(5)),
+               Entry("o2", "Library fire", as_html(article("library_fire")[1]), link("o", "fire"), ago(5)))  # fmt: skip
+    world.fetch()
+    world.feed("b", Entry("b1", "Crossing shut until November", syndicated("bridge", "x", "B"),
+                          link("b", "1"), ago(1)),
+               Entry("b2", "Fire", None, link("o", "fire") + "?utm_source=x", ago(1)))  # fmt: skip
+    daemon.config = world.config()
+    asyncio.run(daemon.poll())
+    assert world.cluster_of("b", "b1") == world.cluster_of("o", "o1")
+    assert world.cluster_of("b", "b2") == world.cluster_of("o", "o2")
+    assert world.cluster_of("a", "a0") not in {world.cluster_of("o", "o1"), world.cluster_of("o", "o2")}
+    check_bookkeeping(world.store)
+
+
 # ---------------------------------------------------------------- CLI end to end
 
 
