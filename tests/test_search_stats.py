@@ -32,7 +32,7 @@ from feedserver import FeedServer
 
 from aggregator.cli import build_parser
 from aggregator.search import fts_query, search
-from aggregator.store import Store, prune
+from aggregator.store import Store, maintain, merge_search_segments, prune
 from aggregator.timeutil import iso, utcnow
 
 DATA = Path(__file__).parent / "data" / "dedup"
@@ -346,6 +346,38 @@ def test_search_index_is_filled_in_batches_and_never_misses_a_stored_item(tmp_pa
         assert found == {"walrus": [], "narwhal": [], "cormorant": [2], "puffin": [3], "gannet": [],
                          "tern": [], "skua": [5], "quay": [2, 3, 5]}  # fmt: skip
         assert c.execute(waiting).fetchall() == []  # the search indexed what waited
+        c.execute("INSERT INTO items_fts (items_fts) VALUES ('integrity-check')")
+    finally:
+        store.close()
+
+
+def test_maintenance_merges_the_search_index_and_search_still_finds_everything(tmp_path: Path) -> None:
+    """The write path leaves up to 16 index segments per level (db/migrations/008); the
+    hourly maintain() merges them in small steps, and every item stays findable."""
+    store = Store.open(tmp_path / "a.db")
+    c = store.conn
+    try:
+        automerge = c.execute("SELECT v FROM items_fts_config WHERE k = 'automerge'").fetchone()
+        assert automerge == (16,)
+        with store.transaction():
+            c.execute("INSERT INTO feeds (url, name, created_at) VALUES ('https://a.example/', 'a', '2026-01-01T00:00:00Z')")
+            c.execute("INSERT INTO clusters (id, representative_id, size, feed_count, created_at) VALUES (1, 1, 60, 1, '2026-01-01T00:00:00Z')")
+            c.executemany(
+                """INSERT INTO items (id, feed_id, key, title, text, published_at, first_seen_at,
+                                      changed_at, content_hash, cluster_id)
+                   VALUES (?, 1, ?, ?, ?, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z',
+                           '2026-01-01T00:00:00Z', ?, 1)""",
+                [(n, f"k{n}", f"Item {n} walrus", f"word{n} quay", f"h{n}") for n in range(1, 61)],
+            )  # fmt: skip
+        assert store.index_search(batch=1) == 60  # one segment per item
+        segments = "SELECT count(*) FROM items_fts_data"
+        before = c.execute(segments).fetchone()[0]
+        assert merge_search_segments(store) >= 1
+        assert c.execute(segments).fetchone()[0] < before
+        assert merge_search_segments(store) == 0  # nothing left: returns at once
+        maintain(store)
+        assert len({m.id for h in search(store, "walrus", None) for m in h.matches}) == 60
+        assert [m.id for h in search(store, "word37", None) for m in h.matches] == [37]
         c.execute("INSERT INTO items_fts (items_fts) VALUES ('integrity-check')")
     finally:
         store.close()
