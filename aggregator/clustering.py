@@ -178,17 +178,19 @@ class Clusterer:
             self._killed.extend(rows)
             if old.cluster_id is not None:
                 retired.add(old.cluster_id)
-        signatures = signatures or {}
-
-        def signature(item: Item) -> Signature:
-            sig = signatures.get(item.key)
-            return sig if sig is not None and self._fits(sig) else self.signer.sign(item.title, item.text)
-
+        placing = [*((*n, None) for n in new), *changed]
+        # signatures the parse workers made, the missing ones signed here in one batch
+        sigs: list[Signature | None] = [(signatures or {}).get(item.key) for _, _, item, _ in placing]
+        missing = [i for i, sig in enumerate(sigs) if sig is None or not self._fits(sig)]
+        if missing:
+            signed = self.signer.sign_many([(placing[i][2].title, placing[i][2].text) for i in missing])
+            for i, sig in zip(missing, signed, strict=True):
+                sigs[i] = sig
         # a changed item keeps its first-seen time, as a recluster would see it
         work = [
             Placement(item_id, feed_id, item.canonical_url, item.content_hash, item.published,
-                      seen if old is None else int(old.first_seen.timestamp()), signature(item))
-            for item_id, feed_id, item, old in [*((*n, None) for n in new), *changed]
+                      seen if old is None else int(old.first_seen.timestamp()), sig)
+            for (item_id, feed_id, item, old), sig in zip(placing, sigs, strict=True)
         ]  # fmt: skip
         return self._place_batch(clusters, work, now, retired)
 
@@ -268,10 +270,11 @@ class Clusterer:
                 if not rows:
                     break
                 work = []
-                for item_id, feed_id, title, text, canon, digest, published, first_seen in rows:
+                sigs = self.signer.sign_many([(title, text) for _, _, title, text, *_ in rows])
+                for (item_id, feed_id, _, _, canon, digest, published, first_seen), sig in zip(rows, sigs, strict=True):
                     seen_at = from_iso(first_seen)
                     work.append(Placement(item_id, feed_id, canon, digest, from_iso(published),
-                                          int(seen_at.timestamp()), self.signer.sign(title, text)))  # fmt: skip
+                                          int(seen_at.timestamp()), sig))  # fmt: skip
                 self._place_batch(clusters, work, seen_at, set())
                 last_id = rows[-1][0]
                 done += len(rows)

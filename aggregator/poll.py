@@ -69,7 +69,8 @@ def process_document(
     if dedup is None or error:
         return Document(parsed)
     signer = _signers.get(dedup) or _signers.setdefault(dedup, Signer(dedup))
-    return Document(parsed, {i.key: signer.sign(i.title, i.text) for i in items})
+    signatures = signer.sign_many([(i.title, i.text) for i in items])
+    return Document(parsed, {i.key: sig for i, sig in zip(items, signatures, strict=True)})
 
 
 def make_parse_executor(workers: int) -> Executor | None:

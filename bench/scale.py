@@ -182,8 +182,8 @@ def _sign(chunk: list[tuple[int, str, str]]) -> list[tuple]:
 
         _signer = Signer(DedupSettings())
     out = []
-    for item_id, title, text in chunk:
-        sig = _signer.sign(title, text)
+    sigs = _signer.sign_many([(title, text) for _, title, text in chunk])
+    for (item_id, _, _), sig in zip(chunk, sigs, strict=True):
         full, lede = sig.to_blobs()
         out.append((item_id, sig.kind, sig.size, sig.lede_size, full, lede))
     return out
