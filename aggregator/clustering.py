@@ -52,8 +52,16 @@ class Placement:
 
 
 def _useful_url(url: str | None) -> str | None:
+    """The URL, unless it is missing or a site's root (its path is "" or "/")."""
     if not url:
         return None
+    if url.startswith(("https://", "http://")):  # the usual case, without urlsplit (~2.5 us)
+        rest = url[url.index("://") + 3 :]
+        slash = rest.find("/")
+        if slash >= 0 and slash + 1 < len(rest) and rest[slash + 1] not in "?#\t\r\n" and not (
+            set(rest[:slash]) & {"?", "#"}
+        ):
+            return url  # the path goes on after the host's "/"
     path = urlsplit(url).path
     return url if path not in ("", "/") else None
 

@@ -240,6 +240,27 @@ def test_same_canonical_link_joins_even_without_similar_text(world: World) -> No
     check_bookkeeping(world.store)
 
 
+def test_root_url_check_agrees_with_urlsplit() -> None:
+    """_useful_url skips urlsplit for the usual absolute link; it must decide as
+    urlsplit's path would, for odd links too (seeded fuzz)."""
+    import random
+    from urllib.parse import urlsplit
+
+    from aggregator.clustering import _useful_url
+
+    def reference(url: str) -> str | None:
+        return url if url and urlsplit(url).path not in ("", "/") else None
+
+    parts = ["https://", "http://", "HTTPS://", "", "//", "host", "h.example.com", "/", "?", "#",
+             "a", "/x", "?q=1", "#f", ":80", "u:p@", "\t", " ", "://", "\\", "%2F", ";p", "\r", "\n"]  # fmt: skip
+    rng = random.Random(7)
+    for _ in range(50_000):
+        url = "".join(rng.choice(parts) for _ in range(rng.randint(0, 8)))
+        assert _useful_url(url) == reference(url), repr(url)
+    assert _useful_url("https://quaytimes.example.com/2026/bridge") is not None
+    assert _useful_url("https://portal.example.com/?utm_source=rss") is None
+
+
 def test_same_content_hash_joins(world: World) -> None:
     title, paragraphs = article("rail_strike")
     world.feed("a", Entry("a1", title, as_html(paragraphs), link("westline", "strike"), ago(5)))
