@@ -5,7 +5,8 @@ Assignment policy, in order:
    same content hash decides the cluster (the earliest such item, among the newest
    dedup.BUCKET_CAP sharing the key). Root URLs ("https://site/") are ignored, since
    some feeds link every entry to their home page. The keys are looked up in the
-   in-memory index, which also catches up with items other processes stored.
+   in-memory index (see DedupIndex), which is reloaded when another process has written
+   clusters since it was built.
 2. Otherwise the LSH index proposes candidates, each is verified (dedup.similarity), and
    the item joins the cluster of its most similar verified copy; ties go to the older
    cluster.
@@ -32,7 +33,14 @@ import numpy as np
 from .config import DedupSettings
 from .dedup import DedupIndex, Signature, Signer, choose_cluster, exact_key
 from .records import Item
-from .store import ClusterStore, Store, StoredItem, bump_cluster_generation, cluster_generation
+from .store import (
+    ClusterStore,
+    Store,
+    StoredItem,
+    bump_cluster_generation,
+    bump_index_writes,
+    index_state,
+)
 from .timeutil import from_iso
 
 log = logging.getLogger("aggregator.clustering")
@@ -62,7 +70,10 @@ def _useful_url(url: str | None) -> str | None:
             set(rest[:slash]) & {"?", "#"}
         ):
             return url  # the path goes on after the host's "/"
-    path = urlsplit(url).path
+    try:
+        path = urlsplit(url).path
+    except ValueError:  # e.g. "http://[bad/": not a root we can tell; still a usable key
+        return url
     return url if path not in ("", "/") else None
 
 
@@ -82,8 +93,9 @@ class Clusterer:
         self._killed: list[int] = []
         self.rebuild_seconds = 0.0
         self.generation = -1  # cluster generation the index was built from
-        self.indexed_upto = 0  # every clustered item up to this id is indexed (if in the window)
-        self._placed_upto = 0  # the same, once the current transaction commits
+        self.writes = -1  # the store's index_writes count the index is in step with
+        self._writes_pending: int | None = None  # the count once this transaction commits
+        self._loaded_in_transaction = False
 
     @functools.cached_property
     def signer(self) -> Signer:
@@ -94,25 +106,23 @@ class Clusterer:
     # ------------------------------------------------------------ start-up
 
     def load(self, store: Store, now: datetime) -> int:
-        """Rebuild the index from stored signatures of items inside the window."""
+        """Rebuild the index from stored signatures of items inside the window. Inside
+        the caller's write transaction (assign) it reads what that transaction sees;
+        otherwise in one read snapshot, so the counters match the rows."""
+        if store.conn.in_transaction:
+            self._loaded_in_transaction = True
+            return self._load(store, now)
+        with store.snapshot():
+            return self._load(store, now)
+
+    def _load(self, store: Store, now: datetime) -> int:
         started = time.perf_counter()
         self.index = DedupIndex(self.settings)
-        self.generation = cluster_generation(store)
-        self.indexed_upto = self._placed_upto = store.conn.execute(
-            "SELECT coalesce(max(id), 0) FROM items"
-        ).fetchone()[0]
-        loaded = self._index_stored(store, now - timedelta(seconds=self.settings.window), bulk=True)
-        self.index.finish_bulk()
-        self.rebuild_seconds = time.perf_counter() - started
-        return loaded
-
-    def _index_stored(self, store: Store, since: datetime, bulk: bool, after_id: int = 0,
-                      upto_id: int | None = None) -> int:  # fmt: skip
-        """Index the stored signatures of clustered items first seen since `since` (with
-        ids in after_id < id <= upto_id); returns how many."""
+        self.generation, self.writes = index_state(store)
         loaded = 0
         skipped = 0
-        for batch in ClusterStore(store).signatures_since(since, after_id=after_id, upto_id=upto_id):
+        since = now - timedelta(seconds=self.settings.window)
+        for batch in ClusterStore(store).signatures_since(since):
             rows, sigs = [], []
             for r in batch:
                 sig = Signature.from_blobs(r[3], r[4], r[5], r[6], r[7])
@@ -127,26 +137,23 @@ class Clusterer:
                 np.array([r[1] for r in rows], dtype=np.int64),
                 np.array([int(from_iso(r[2]).timestamp()) for r in rows], dtype=np.int64),
                 sigs,
-                bulk=bulk,
+                bulk=True,
                 exact=np.array([exact_keys(r[8], r[9]) for r in rows], dtype=np.uint64),
             )
             loaded += len(rows)
         if skipped:
             log.warning("%d stored signatures were made with other num_perm settings and are not "
-                        "indexed; run `aggregator recluster` to re-sign them", skipped)  # fmt: skip
+                        "indexed (neither for near copies nor for the same link or text); run "
+                        "`aggregator recluster` to re-sign them", skipped)  # fmt: skip
+        self.index.finish_bulk()
+        self.rebuild_seconds = time.perf_counter() - started
         return loaded
 
-    def _catch_up(self, store: Store, first_new_id: int, now: datetime) -> None:
-        """Index the items another process stored (e.g. `aggregator fetch` next to the
-        daemon) since this index was last in step: ids are given out in order, so they
-        are the ones between what we indexed and our first new item."""
-        if first_new_id - 1 <= self.indexed_upto:
-            return
-        since = now - timedelta(seconds=self.settings.window)
-        caught = self._index_stored(store, since, bulk=False, after_id=self.indexed_upto, upto_id=first_new_id - 1)
-        self._added.extend(range(self.index.n - caught, self.index.n))  # dropped again on rollback
-        if caught:
-            log.info("indexed %d items stored by another process", caught)
+    def in_step(self, store: Store) -> bool:
+        """Whether the index matches the store: no recluster, and no clustering write
+        by another process (`aggregator fetch` beside the daemon, a prune) since it was
+        built or last written by us."""
+        return index_state(store) == (self.generation, self.writes)
 
     def _fits(self, sig: Signature) -> bool:
         """A stored signature is usable only with the permutation counts it was made with."""
@@ -168,17 +175,19 @@ class Clusterer:
         computed them); returns how many clusters were created."""
         if not new and not changed:
             return 0
-        if cluster_generation(store) != self.generation:
-            if self.generation >= 0:
+        generation, writes = index_state(store)
+        if (generation, writes) != (self.generation, self.writes):
+            if self.generation < 0:
+                pass  # the first use of an index not built at start-up
+            elif generation != self.generation:
                 # another process reclustered: our index holds cluster ids that no longer exist
                 log.info("clusters were rebuilt elsewhere; reloading the dedup index")
-            self.load(store, now)  # (or the first use of an index not built at start-up)
+            else:
+                # its rows may be stale (items edited, moved, pruned) or missing (new items)
+                log.info("another process stored or changed clustered items; reloading the dedup index")
+            self.load(store, now)
         clusters = ClusterStore(store)
         seen = int(now.timestamp())
-        if new:
-            first_new = min(item_id for item_id, _, _ in new)
-            self._catch_up(store, first_new, now)
-            self._placed_upto = max(self.indexed_upto, max(item_id for item_id, _, _ in new))
         retired: set[int] = set()
         for item_id, _, _, old in changed:
             rows = self.index.rows_of_item(item_id)
@@ -237,16 +246,28 @@ class Clusterer:
         clusters.save_signatures((w.item_id, w.signature) for w in work)
         clusters.set_item_clusters(assignments)
         clusters.refresh(touched, now)
+        self._writes_pending = bump_index_writes(clusters.store)
         return created
 
     def commit(self) -> None:
-        self.indexed_upto = max(self.indexed_upto, self._placed_upto)
+        if self._writes_pending is not None:
+            self.writes = self._writes_pending
+        self._writes_pending = None
+        self._loaded_in_transaction = False
         self._added.clear()
         self._killed.clear()
 
     def rollback(self) -> None:
-        """The transaction failed: forget rows it added, revive rows it retired."""
-        self._placed_upto = self.indexed_upto
+        """The transaction failed: forget rows it added, revive rows it retired. An index
+        (re)built inside it saw uncommitted rows: it is dropped, and rebuilt on next use."""
+        self._writes_pending = None
+        if self._loaded_in_transaction:
+            self.index = DedupIndex(self.settings)
+            self.generation = self.writes = -1
+            self._loaded_in_transaction = False
+            self._added.clear()
+            self._killed.clear()
+            return
         if self._added:
             self.index.kill(self._added)
         if self._killed:
@@ -289,6 +310,5 @@ class Clusterer:
                 if progress:
                     progress(done, total)
             self.commit()
-        self.generation = cluster_generation(store)
-        self.indexed_upto = self._placed_upto = last_id
+        self.generation, self.writes = index_state(store)
         return conn.execute("SELECT count(*) FROM clusters").fetchone()[0]

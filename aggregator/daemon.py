@@ -36,7 +36,6 @@ from .schedule import first_fetch_at
 from .serve import DigestServer
 from .store import (
     Store,
-    cluster_generation,
     due_feeds,
     health,
     maintain,
@@ -157,8 +156,9 @@ class Daemon:
             return
         async with self._busy:
             self._maybe_reload()
-            if cluster_generation(self.store) != self.pipeline.clusterer.generation:
-                log.info("clusters were rebuilt by recluster; reloading the dedup index")
+            if not self.pipeline.clusterer.in_step(self.store):
+                log.info("clusters were rebuilt (recluster) or written by another process; "
+                         "reloading the dedup index")  # fmt: skip
                 self.pipeline.clusterer.load(self.store, utcnow())
                 self._republish = True
             due = due_feeds(self.store, utcnow())

@@ -17,7 +17,7 @@ Choices, each measured with bench/dedup_quality.py and bench/dedup_speed.py:
 - Signing is vectorised with numpy over datasketch's own "affine32" permutations (the
   same values `MinHash.update_batch` gives, checked in tests), so one call signs a
   document instead of one Python call per shingle.
-- The LSH index keeps band keys in sorted numpy arrays (~12 bytes per band per item)
+- The LSH index keeps band keys in sorted numpy arrays (~8 bytes per band per item)
   instead of MinHashLSH's dict-of-sets (~8-10 KB per item), which is what lets 200k
   indexed items fit in well under a gigabyte.
 """

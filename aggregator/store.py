@@ -185,8 +185,8 @@ class Store:
         # cost ~27 us per stored item. Every WAL_PAGES pages instead (the WAL file then
         # stays up to ~40 MB; the hourly maintenance truncates it).
         c.execute(f"PRAGMA wal_autocheckpoint = {WAL_PAGES}")
-        # SQLite's default page cache is 2 MB: once the item indexes (URL, content hash,
-        # cluster) outgrow it, every insert and lookup rereads pages through the OS
+        # SQLite's default page cache is 2 MB: once the item indexes (key, cluster, first
+        # seen) and the search index outgrow it, every insert and lookup rereads pages
         c.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         pending = [(n, p) for n, p in known if n > current]
         if not pending:
@@ -416,19 +416,15 @@ class ClusterStore:
         self.store = store
         self.conn = store.conn
 
-    def signatures_since(
-        self, since: datetime, batch: int = 20_000, after_id: int = 0, upto_id: int | None = None
-    ) -> Iterator[list[tuple]]:
+    def signatures_since(self, since: datetime, batch: int = 20_000) -> Iterator[list[tuple]]:
         """(item id, cluster id, first seen, kind, size, lede size, full, lede, canonical URL,
-        content hash) of clustered items first seen since `since` (and with after_id < id
-        <= upto_id), in item order, in batches."""
+        content hash) of clustered items first seen since `since`, in item order, in batches."""
         cur = self.conn.execute(
             """SELECT i.id, i.cluster_id, i.first_seen_at, s.kind, s.size, s.lede_size,
                       s.full, s.lede, i.canonical_url, i.content_hash
                FROM items i JOIN signatures s ON s.item_id = i.id
-               WHERE i.first_seen_at >= ? AND i.cluster_id IS NOT NULL
-                 AND i.id > ? AND i.id <= ? ORDER BY i.id""",
-            (iso(since), after_id, upto_id if upto_id is not None else 2**63 - 1),
+               WHERE i.first_seen_at >= ? AND i.cluster_id IS NOT NULL ORDER BY i.id""",
+            (iso(since),),
         )
         while rows := cur.fetchmany(batch):
             yield rows
@@ -542,6 +538,7 @@ def prune(store: Store, before: datetime) -> tuple[int, int]:
         items = c.execute("SELECT count(*) FROM doomed").fetchone()[0]
         if not items:
             return 0, 0
+        bump_index_writes(store)  # another process's dedup index must drop these rows
         c.execute("DELETE FROM signatures WHERE item_id IN (SELECT id FROM doomed)")
         c.execute("DELETE FROM items WHERE id IN (SELECT id FROM doomed)")
         c.execute(
@@ -574,7 +571,7 @@ def maintain(store: Store) -> None:
 def merge_search_segments(store: Store, seconds: float = SEARCH_MERGE_SECONDS) -> int:
     """Incremental FTS5 merges (~0.15 s each, one transaction each, so writers wait no
     longer) until nothing is left to merge or `seconds` have passed; returns how many
-    steps did work. The write path leaves more segments (db/migrations/008); this keeps
+    steps did work. Call it outside a transaction. The write path leaves more segments (db/migrations/008); this keeps
     their number, and so the cost of a search, from growing."""
     started = time.perf_counter()
     steps = 0
@@ -586,6 +583,24 @@ def merge_search_segments(store: Store, seconds: float = SEARCH_MERGE_SECONDS) -
             break
         steps += 1
     return steps
+
+
+def index_state(store: Store) -> tuple[int, int]:
+    """(cluster generation, index writes): what an in-memory dedup index must match
+    (db/migrations/002 and 009)."""
+    values = dict(
+        store.conn.execute("SELECT key, value FROM meta WHERE key IN ('cluster_generation', 'index_writes')")
+    )
+    return int(values.get("cluster_generation", 0)), int(values.get("index_writes", 0))
+
+
+def bump_index_writes(store: Store) -> int:
+    """Count a write of clustered items (inside the caller's transaction); returns the
+    new count."""
+    row = store.conn.execute(
+        "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'index_writes' RETURNING value"
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def cluster_generation(store: Store) -> int:

@@ -9,8 +9,10 @@ a few words changed), edited (a sentence dropped, ~8% of words changed) or trunc
 
 Measured, for each size (10k and 100k items; --quick: 2k):
   (a) in memory: shingle + sign + LSH query + verify + choose cluster + index add, with
-      aggregator.dedup's Signer, DedupIndex and choose_cluster directly; items are signed
-      BATCH at a time (Signer.sign_many, as one feed's new entries are) and placed one by one;
+      aggregator.dedup's Signer, DedupIndex and choose_cluster directly, and the exact
+      shortcut's keys (canonical URL, content hash) looked up in the same query, as
+      Clusterer does; items are signed BATCH at a time (Signer.sign_many, as one feed's
+      new entries are) and placed one by one;
   (b) with SQLite: the real Clusterer.assign() against a real Store in a temp dir, items
       written with store.insert_items in batches of 50, one transaction per batch ("feed");
       the figure covers the whole transaction (insert + assign + commit) and the full-text
@@ -20,8 +22,9 @@ Measured, for each size (10k and 100k items; --quick: 2k):
   (c) naive baseline (2k items): datasketch MinHash(num_perm=128) with update(shingle.encode())
       per word 3-gram + MinHashLSH(threshold=0.5, num_perm=128) query/insert + verify;
       ratio = (a) on the same 2k items / naive;
-  (d) memory per indexed item: DedupIndex.nbytes / len after a bulk build + finish_bulk(),
-      and the tracemalloc peak while building (128 permutations);
+  (d) memory per indexed item: DedupIndex.nbytes / len after a bulk build + finish_bulk()
+      (signatures, band keys, exact keys), and the tracemalloc peak while building (128
+      permutations);
   (e) index rebuild: Clusterer.load() of the largest store from (b).
 "copies found" is the share of near-copies that ended in their original's cluster: a
 sanity check that the speed does not come from skipping work.
@@ -50,7 +53,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aggregator.clustering import Clusterer  # noqa: E402
+from aggregator.clustering import Clusterer, exact_keys  # noqa: E402
 from aggregator.config import DedupSettings  # noqa: E402
 from aggregator.dedup import DedupIndex, Signer, choose_cluster, word_shingles, words  # noqa: E402
 from aggregator.normalize import content_hash  # noqa: E402
@@ -148,6 +151,10 @@ def copy_of(item: BenchItem, src: int, rng: random.Random, filler: list[str]) ->
     return BenchItem(item.title, " ".join(parts), src)
 
 
+def item_url(i: int) -> str:
+    return f"https://site{i % FEEDS}.example.com/{i}"
+
+
 def copies_found(items: list[BenchItem], cluster_of: list[int]) -> float:
     pairs = [(i, it.source) for i, it in enumerate(items) if it.source >= 0]
     if not pairs:
@@ -163,19 +170,23 @@ def run_memory(items: list[BenchItem], settings: DedupSettings, seen: int) -> di
     index = DedupIndex(settings)
     cluster_of: list[int] = []
     next_cluster = 1
+    urls = [item_url(i) for i in range(len(items))]
+    hashes = [content_hash(it.title, it.text) for it in items]  # computed by normalize, not here
     started = time.perf_counter()
     sigs: list = []
     for i in range(len(items)):
         if i % BATCH == 0:
             sigs = signer.sign_many([(x.title, x.text) for x in items[i : i + BATCH]])
         sig = sigs[i % BATCH]
-        matches = index.matches(sig, seen)
-        choice = choose_cluster(matches, {r: int(index.cluster_ids[r]) for r, _ in matches})
-        if choice:
+        keys = exact_keys(urls[i], hashes[i])
+        same, matches = index.find(sig, seen, keys)
+        if same is not None:
+            cluster = int(index.cluster_ids[same])
+        elif choice := choose_cluster(matches, {r: int(index.cluster_ids[r]) for r, _ in matches}):
             cluster = choice[0]
         else:
             cluster, next_cluster = next_cluster, next_cluster + 1
-        index.add(i, cluster, seen, sig)
+        index.add(i, cluster, seen, sig, keys)
         cluster_of.append(cluster)
     elapsed = time.perf_counter() - started
     return {
@@ -202,8 +213,7 @@ def run_sqlite(items: list[BenchItem], settings: DedupSettings, now: datetime, d
                 )
         records = [
             Item(
-                key=f"item-{i}", url=f"https://site{i % FEEDS}.example.com/{i}",
-                canonical_url=f"https://site{i % FEEDS}.example.com/{i}", title=it.title,
+                key=f"item-{i}", url=item_url(i), canonical_url=item_url(i), title=it.title,
                 text=it.text, author=None, published=now, updated=None,
                 content_hash=content_hash(it.title, it.text),
             )  # fmt: skip
@@ -277,6 +287,8 @@ def run_naive(items: list[BenchItem]) -> dict:
 def run_index_memory(items: list[BenchItem], settings: DedupSettings, seen: int) -> dict:
     signer = Signer(settings)
     sigs = signer.sign_many([(it.title, it.text) for it in items])
+    exact = np.array([exact_keys(item_url(i), content_hash(it.title, it.text)) for i, it in enumerate(items)],
+                     dtype=np.uint64)  # fmt: skip
     n = len(sigs)
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
@@ -285,7 +297,8 @@ def run_index_memory(items: list[BenchItem], settings: DedupSettings, seen: int)
         chunk = sigs[start : start + 20_000]
         k = len(chunk)
         index.add_many(np.arange(start, start + k), np.arange(start, start + k),
-                       np.full(k, seen, dtype=np.int64), chunk, bulk=True)  # fmt: skip
+                       np.full(k, seen, dtype=np.int64), chunk, bulk=True,
+                       exact=exact[start : start + k])  # fmt: skip
     index.finish_bulk()
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()

@@ -259,6 +259,7 @@ def test_root_url_check_agrees_with_urlsplit() -> None:
         assert _useful_url(url) == reference(url), repr(url)
     assert _useful_url("https://quaytimes.example.com/2026/bridge") is not None
     assert _useful_url("https://portal.example.com/?utm_source=rss") is None
+    assert _useful_url("http://[bad/") == "http://[bad/"  # urlsplit raises: a feed must not fail on it
 
 
 def test_same_content_hash_joins(world: World) -> None:
