@@ -14,6 +14,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from test_dedup import article  # the same fixture articles
 
 from aggregator import dedup
 from aggregator.config import DedupSettings
@@ -22,13 +23,6 @@ from aggregator.dedup import MINHASH_BLOCK, Signature, Signer
 DATA = Path(__file__).parent / "data" / "dedup"
 SETTINGS = DedupSettings()
 NAMES = sorted(p.stem for p in DATA.glob("*.txt"))
-
-
-def article(name: str) -> tuple[str, str]:
-    """(headline, body) of a fixture article, paragraphs joined by one newline."""
-    headline, _, body = (DATA / f"{name}.txt").read_text(encoding="utf-8").partition("\n")
-    paragraphs = [p.strip() for p in body.split("\n\n") if p.strip()]
-    return headline.strip(), "\n".join(paragraphs)
 
 
 @pytest.fixture(scope="module")
