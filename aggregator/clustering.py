@@ -66,8 +66,11 @@ def _useful_url(url: str | None) -> str | None:
     if url.startswith(("https://", "http://")):  # the usual case, without urlsplit (~2.5 us)
         rest = url[url.index("://") + 3 :]
         slash = rest.find("/")
-        if slash >= 0 and slash + 1 < len(rest) and rest[slash + 1] not in "?#\t\r\n" and not (
-            set(rest[:slash]) & {"?", "#"}
+        if (
+            0 <= slash < len(rest) - 1
+            and rest[slash + 1] not in "?#\t\r\n"
+            and rest.find("?", 0, slash) < 0
+            and rest.find("#", 0, slash) < 0
         ):
             return url  # the path goes on after the host's "/"
     try:

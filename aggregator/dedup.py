@@ -61,13 +61,19 @@ class Signature:
 
     @classmethod
     def from_blobs(cls, kind: int, size: int, lede_size: int, full: bytes, lede: bytes | None):
+        """Read-only views of the stored bytes (copied only on a big-endian machine)."""
         return cls(
             kind=kind,
             size=size,
-            full=np.frombuffer(full, dtype="<u4").astype(_U32),
+            full=_uint32s(full),
             lede_size=lede_size,
-            lede=np.frombuffer(lede, dtype="<u4").astype(_U32) if lede else None,
+            lede=_uint32s(lede) if lede else None,
         )
+
+
+def _uint32s(blob: bytes) -> np.ndarray:
+    values = np.frombuffer(blob, dtype="<u4")
+    return values if values.dtype.isnative else values.astype(_U32)
 
 
 def words(text: str) -> list[str]:
@@ -685,6 +691,7 @@ class _Buckets:
         rows = np.concatenate([self.rows, *self._tail_rows])
         order = np.argsort(keys, kind="stable")
         self.keys, self.rows = keys[order], rows[order]
+        del keys, rows, order  # before the directory is built: they are ~3x the arrays kept
         self._index_prefixes()
         self._tail_keys, self._tail_rows, self._tail = [], [], {}
         self._online_keys, self._online_rows, self._online_counts = [], [], []
@@ -728,12 +735,15 @@ class _Buckets:
         return found
 
     def _index_prefixes(self) -> None:
-        """Rebuild the directory: _starts[p] is where keys with high bits p begin."""
-        bits = min(32, max(1, (len(self.keys) // self.KEYS_PER_PREFIX).bit_length()))
+        """Rebuild the directory: _starts[p] is where keys with high bits p begin (found
+        by binary search of each prefix's first key: faster than counting, and with no
+        temporary the size of the keys)."""
+        n = len(self.keys)
+        bits = min(31, max(1, (n // self.KEYS_PER_PREFIX).bit_length()))
         self._shift = 32 - bits
-        counts = np.bincount(self.keys >> self._shift, minlength=1 << bits)
-        self._starts = np.zeros((1 << bits) + 1, dtype=np.int32 if len(self.keys) < 2**31 else np.int64)
-        np.cumsum(counts, out=self._starts[1:])
+        self._starts = np.empty((1 << bits) + 1, dtype=np.int32 if n < 2**31 else np.int64)
+        self._starts[:-1] = np.searchsorted(self.keys, np.arange(1 << bits, dtype=np.uint32) << np.uint32(self._shift))
+        self._starts[-1] = n
 
     @property
     def nbytes(self) -> int:
