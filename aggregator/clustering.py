@@ -5,8 +5,8 @@ Assignment policy, in order:
    same content hash decides the cluster (the earliest such item, among the newest
    dedup.BUCKET_CAP sharing the key). Root URLs ("https://site/") are ignored, since
    some feeds link every entry to their home page. The keys are looked up in the
-   in-memory index (see DedupIndex), which is reloaded when another process has written
-   clusters since it was built.
+   in-memory index (see DedupIndex), which first indexes what other processes placed
+   since it last looked (db/migrations/009).
 2. Otherwise the LSH index proposes candidates, each is verified (dedup.similarity), and
    the item joins the cluster of its most similar verified copy; ties go to the older
    cluster.
@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -120,12 +120,21 @@ class Clusterer:
 
     def _load(self, store: Store, now: datetime) -> int:
         started = time.perf_counter()
+        self.generation = self.writes = -1  # until the index is complete: a failed load is not in step
         self.index = DedupIndex(self.settings)
-        self.generation, self.writes = index_state(store)
+        state = index_state(store)
+        since = now - timedelta(seconds=self.settings.window)
+        loaded = self._index_rows(ClusterStore(store).signatures_since(since), bulk=True)
+        self.generation, self.writes = state
+        self.rebuild_seconds = time.perf_counter() - started
+        return loaded
+
+    def _index_rows(self, batches: Iterable[list[tuple]], bulk: bool) -> int:
+        """Index stored signature rows (ClusterStore.signatures_since's shape); returns how
+        many. Bulk rows become queryable at the end."""
         loaded = 0
         skipped = 0
-        since = now - timedelta(seconds=self.settings.window)
-        for batch in ClusterStore(store).signatures_since(since):
+        for batch in batches:
             rows, sigs = [], []
             for r in batch:
                 sig = Signature.from_blobs(r[3], r[4], r[5], r[6], r[7])
@@ -140,7 +149,7 @@ class Clusterer:
                 np.array([r[1] for r in rows], dtype=np.int64),
                 np.array([int(from_iso(r[2]).timestamp()) for r in rows], dtype=np.int64),
                 sigs,
-                bulk=True,
+                bulk=bulk,
                 exact=np.array([exact_keys(r[8], r[9]) for r in rows], dtype=np.uint64),
             )
             loaded += len(rows)
@@ -148,15 +157,38 @@ class Clusterer:
             log.warning("%d stored signatures were made with other num_perm settings and are not "
                         "indexed (neither for near copies nor for the same link or text); run "
                         "`aggregator recluster` to re-sign them", skipped)  # fmt: skip
-        self.index.finish_bulk()
-        self.rebuild_seconds = time.perf_counter() - started
+        if bulk:
+            self.index.finish_bulk()
         return loaded
 
+    def must_reload(self, store: Store) -> bool:
+        """A recluster or prune elsewhere (or no index yet): only a rebuild brings the
+        index in step; other processes' placements are caught up with in assign()."""
+        return index_state(store)[0] != self.generation
+
     def in_step(self, store: Store) -> bool:
-        """Whether the index matches the store: no recluster, and no clustering write
-        by another process (`aggregator fetch` beside the daemon, a prune) since it was
-        built or last written by us."""
+        """Whether the index matches the store: no recluster or prune, and no clustering
+        write by another process (`aggregator fetch` beside the daemon) since it was built
+        or last written by us."""
         return index_state(store) == (self.generation, self.writes)
+
+    def _catch_up(self, store: Store, writes: int, now: datetime) -> None:
+        """Index what other processes placed since our index last saw the store (new
+        items, and edited or moved ones, whose rows here are stale): their rows are
+        replaced by the stored ones. Inside the caller's transaction; undone on rollback."""
+        clusters = ClusterStore(store)
+        batches = list(clusters.placed_since(self.writes))
+        placed = [r[0] for batch in batches for r in batch]
+        stale = self.index.rows_of_items(placed)
+        self.index.kill(stale)
+        self._killed.extend(stale)
+        since = int((now - timedelta(seconds=self.settings.window)).timestamp())
+        fresh = [[r for r in batch if from_iso(r[2]).timestamp() >= since] for batch in batches]
+        before = self.index.n
+        self._index_rows(fresh, bulk=False)
+        self._added.extend(range(before, self.index.n))
+        self._writes_pending = writes  # in step with the store, whether or not we write
+        log.info("indexed %d items other processes placed in clusters", len(placed))
 
     def _fits(self, sig: Signature) -> bool:
         """A stored signature is usable only with the permutation counts it was made with."""
@@ -179,16 +211,13 @@ class Clusterer:
         if not new and not changed:
             return 0
         generation, writes = index_state(store)
-        if (generation, writes) != (self.generation, self.writes):
-            if self.generation < 0:
-                pass  # the first use of an index not built at start-up
-            elif generation != self.generation:
-                # another process reclustered: our index holds cluster ids that no longer exist
-                log.info("clusters were rebuilt elsewhere; reloading the dedup index")
-            else:
-                # its rows may be stale (items edited, moved, pruned) or missing (new items)
-                log.info("another process stored or changed clustered items; reloading the dedup index")
-            self.load(store, now)
+        if generation != self.generation:
+            if self.generation >= 0:
+                # a recluster or prune elsewhere: cluster ids renumbered, or items deleted
+                log.info("clusters were rebuilt or pruned elsewhere; reloading the dedup index")
+            self.load(store, now)  # (or the first use of an index not built at start-up)
+        elif writes != self.writes:
+            self._catch_up(store, writes, now)
         clusters = ClusterStore(store)
         seen = int(now.timestamp())
         retired: set[int] = set()
@@ -245,11 +274,11 @@ class Clusterer:
                     created += 1
             assignments.append((cluster, sim, w.item_id))
             self._added.append(index.add(w.item_id, cluster, w.seen, w.signature, keys))
+        seq = self._writes_pending = bump_index_writes(clusters.store)
         clusters.add_singletons(singletons, now)
         clusters.save_signatures((w.item_id, w.signature) for w in work)
-        clusters.set_item_clusters(assignments)
+        clusters.set_item_clusters(assignments, seq)
         clusters.refresh(touched, now)
-        self._writes_pending = bump_index_writes(clusters.store)
         return created
 
     def commit(self) -> None:
@@ -313,5 +342,6 @@ class Clusterer:
                 if progress:
                     progress(done, total)
             self.commit()
-        self.generation, self.writes = index_state(store)
+            state = index_state(store)
+        self.generation, self.writes = state
         return conn.execute("SELECT count(*) FROM clusters").fetchone()[0]

@@ -156,9 +156,8 @@ class Daemon:
             return
         async with self._busy:
             self._maybe_reload()
-            if not self.pipeline.clusterer.in_step(self.store):
-                log.info("clusters were rebuilt (recluster) or written by another process; "
-                         "reloading the dedup index")  # fmt: skip
+            if self.pipeline.clusterer.must_reload(self.store):
+                log.info("clusters were rebuilt (recluster) or pruned elsewhere; reloading the dedup index")
                 self.pipeline.clusterer.load(self.store, utcnow())
                 self._republish = True
             due = due_feeds(self.store, utcnow())

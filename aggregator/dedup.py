@@ -700,8 +700,24 @@ class _Buckets:
     def query(self, keys: np.ndarray) -> set[int]:
         """Rows sharing at least one band key with `keys`; from a crowded
         bucket only its newest BUCKET_CAP rows, so templated feeds (thousands of
-        near-identical short entries) cannot make every query scan thousands of rows."""
+        near-identical short entries) cannot make every query scan thousands of rows.
+        (The tail holds the newest rows; a bucket's rows are taken from it first, then
+        from the sorted arrays, so where the last merge fell does not change the answer.)"""
         found: set[int] = set()
+        from_tail: dict[int, int] = {}  # bucket -> rows the tail gave
+        crowded: list[int] = []  # buckets whose sorted rows the scan might take too many of
+        tail = self._tail
+        if tail:
+            for k in tail.keys() & set(keys.tolist()):
+                rows = tail[k]
+                if isinstance(rows, list):
+                    found.update(rows[-BUCKET_CAP:])
+                    from_tail[k] = min(len(rows), BUCKET_CAP)
+                    if len(rows) > BUCKET_CAP - self.SCAN:
+                        crowded.append(k)
+                else:
+                    found.add(rows)
+                    from_tail[k] = 1
         if len(self.keys):
             prefix = keys >> self._shift
             lo, hi = self._starts[prefix], self._starts[prefix + 1]
@@ -710,28 +726,26 @@ class _Buckets:
             np.minimum(at, len(self.keys) - 1, out=at)
             hit &= self.keys[at] == keys[:, None]
             long_run = hi - lo > self.SCAN
+            if crowded:
+                long_run |= np.isin(keys, np.array(crowded, dtype=np.uint32))
             if long_run.any():  # rare: a crowded prefix, or a bucket of many rows
                 hit &= ~long_run[:, None]
-                found.update(self._query_sorted(keys[long_run]))
+                found.update(self._query_sorted(keys[long_run], from_tail))
             found.update(self.rows[at[hit]].tolist())
-        tail = self._tail
-        if tail:
-            for k in tail.keys() & set(keys.tolist()):
-                rows = tail[k]
-                if isinstance(rows, list):
-                    found.update(rows[-BUCKET_CAP:])
-                else:
-                    found.add(rows)
         return found
 
-    def _query_sorted(self, keys: np.ndarray) -> set[int]:
-        """The lookup by binary search, capped at the newest BUCKET_CAP rows per bucket."""
+    def _query_sorted(self, keys: np.ndarray, from_tail: dict[int, int] | None = None) -> set[int]:
+        """The lookup by binary search: each bucket's newest rows, BUCKET_CAP in all with
+        the ones the tail gave (`from_tail`)."""
         found: set[int] = set()
         lo = np.searchsorted(self.keys, keys, "left")
         present = self.keys[np.minimum(lo, len(self.keys) - 1)] == keys
         hi = np.searchsorted(self.keys, keys[present], "right")
-        for start, end in zip(lo[present].tolist(), hi.tolist(), strict=True):
-            found.update(self.rows[max(start, end - BUCKET_CAP) : end].tolist())
+        taken = from_tail or {}
+        for key, start, end in zip(keys[present].tolist(), lo[present].tolist(), hi.tolist(), strict=True):
+            cap = BUCKET_CAP - taken.get(key, 0)
+            if cap > 0:
+                found.update(self.rows[max(start, end - cap) : end].tolist())
         return found
 
     def _index_prefixes(self) -> None:
@@ -882,6 +896,11 @@ class DedupIndex:
 
     def rows_of_item(self, item_id: int) -> list[int]:
         return np.nonzero((self.item_ids[: self.n] == item_id) & self.alive[: self.n])[0].tolist()
+
+    def rows_of_items(self, item_ids: list[int]) -> list[int]:
+        """The live rows of any of `item_ids` (one pass, for many items)."""
+        mine = np.isin(self.item_ids[: self.n], np.asarray(item_ids, dtype=np.int64))
+        return np.flatnonzero(mine & self.alive[: self.n]).tolist()
 
     def signature(self, row: int) -> Signature:
         kind = int(self.kinds[row])

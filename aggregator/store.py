@@ -457,9 +457,26 @@ class ClusterStore:
             rows,
         )
 
-    def set_item_clusters(self, assignments: Iterable[tuple[int, float, int]]) -> None:
-        """(cluster id, similarity, item id) triples."""
-        self.conn.executemany("UPDATE items SET cluster_id = ?, similarity = ? WHERE id = ?", assignments)
+    def set_item_clusters(self, assignments: Iterable[tuple[int, float, int]], placed_seq: int) -> None:
+        """(cluster id, similarity, item id) triples, placed by write `placed_seq`
+        (bump_index_writes)."""
+        self.conn.executemany(
+            "UPDATE items SET cluster_id = ?, similarity = ?, placed_seq = ? WHERE id = ?",
+            [(cluster, sim, placed_seq, item_id) for cluster, sim, item_id in assignments],
+        )
+
+    def placed_since(self, seq: int, batch: int = 20_000) -> Iterator[list[tuple]]:
+        """signatures_since's rows for the items placed by writes after `seq` (whatever
+        their first-seen time), in item order, in batches."""
+        cur = self.conn.execute(
+            """SELECT i.id, i.cluster_id, i.first_seen_at, s.kind, s.size, s.lede_size,
+                      s.full, s.lede, i.canonical_url, i.content_hash
+               FROM items i JOIN signatures s ON s.item_id = i.id
+               WHERE i.placed_seq > ? AND i.cluster_id IS NOT NULL ORDER BY i.id""",
+            (seq,),
+        )
+        while rows := cur.fetchmany(batch):
+            yield rows
 
     def refresh(self, cluster_ids: Iterable[int], now: datetime) -> None:
         """Recompute size, distinct feeds, first/last seen and representative (earliest
@@ -538,7 +555,7 @@ def prune(store: Store, before: datetime) -> tuple[int, int]:
         items = c.execute("SELECT count(*) FROM doomed").fetchone()[0]
         if not items:
             return 0, 0
-        bump_index_writes(store)  # another process's dedup index must drop these rows
+        bump_cluster_generation(store)  # another process's dedup index must drop these rows
         c.execute("DELETE FROM signatures WHERE item_id IN (SELECT id FROM doomed)")
         c.execute("DELETE FROM items WHERE id IN (SELECT id FROM doomed)")
         c.execute(
@@ -587,7 +604,7 @@ def merge_search_segments(store: Store, seconds: float = SEARCH_MERGE_SECONDS) -
 
 def index_state(store: Store) -> tuple[int, int]:
     """(cluster generation, index writes): what an in-memory dedup index must match
-    (db/migrations/002 and 009)."""
+    (db/migrations/009 says how)."""
     values = dict(
         store.conn.execute("SELECT key, value FROM meta WHERE key IN ('cluster_generation', 'index_writes')")
     )
@@ -598,20 +615,23 @@ def bump_index_writes(store: Store) -> int:
     """Count a write of clustered items (inside the caller's transaction); returns the
     new count."""
     row = store.conn.execute(
-        "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'index_writes' RETURNING value"
+        """INSERT INTO meta (key, value) VALUES ('index_writes', '1')
+           ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1 RETURNING value"""
     ).fetchone()
-    return int(row[0]) if row else 0
+    return int(row[0])
 
 
 def cluster_generation(store: Store) -> int:
-    """Bumped by every recluster, so a running daemon knows to reload its index."""
+    """Bumped by every recluster and prune, so a running daemon knows to reload its index."""
     row = store.conn.execute("SELECT value FROM meta WHERE key = 'cluster_generation'").fetchone()
     return int(row[0]) if row else 0
 
 
 def bump_cluster_generation(store: Store) -> None:
+    """After a recluster or a prune: every process rebuilds its dedup index."""
     store.conn.execute(
-        "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'cluster_generation'"
+        """INSERT INTO meta (key, value) VALUES ('cluster_generation', '1')
+           ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"""
     )
 
 

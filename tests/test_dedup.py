@@ -425,6 +425,28 @@ def test_bucket_directory_finds_what_binary_search_finds() -> None:
     assert buckets.query(hot[0]) == newest  # the newest rows of a crowded bucket
 
 
+@pytest.mark.parametrize("merged", [0, 40, 50, 60, 100, 109, 110])
+def test_a_crowded_bucket_gives_its_newest_rows_wherever_the_last_merge_fell(merged: int) -> None:
+    """BUCKET_CAP newest rows of a bucket, whether they sit in the sorted arrays, in the
+    tail of rows added since the last merge, or in both (online clustering and a
+    recluster merge at different points, and must see the same rows)."""
+    from aggregator.dedup import BUCKET_CAP, _Buckets
+
+    key = np.array([0xC0FFEE], dtype=np.uint32)
+    other = np.array([0x1234], dtype=np.uint32)
+    buckets = _Buckets()
+    for row in range(110):  # rows 0..109 share `key`; the first `merged` are merged
+        if row < merged:
+            buckets.add(key[None], np.array([row]))
+        else:
+            if row == merged:
+                buckets.merge()
+            buckets.add_one(key if row % 7 else np.concatenate([key, other]), row)
+    if merged == 110:
+        buckets.merge()
+    assert buckets.query(key) == set(range(110 - BUCKET_CAP, 110))
+
+
 # ---------------------------------------------------------------- choose_cluster
 
 
