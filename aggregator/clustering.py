@@ -188,7 +188,8 @@ class Clusterer:
         self._index_rows(fresh, bulk=False)
         self._added.extend(range(before, self.index.n))
         self._writes_pending = writes  # in step with the store, whether or not we write
-        log.info("indexed %d items other processes placed in clusters", len(placed))
+        # debug: beside a running fetch this happens at every interleaved transaction
+        log.debug("indexed %d items other processes placed in clusters", len(placed))
 
     def _fits(self, sig: Signature) -> bool:
         """A stored signature is usable only with the permutation counts it was made with."""
