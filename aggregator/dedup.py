@@ -643,6 +643,7 @@ class _Buckets:
     MERGE_AT = 8192
     KEYS_PER_PREFIX = 8  # directory size: one entry per 4-8 keys
     SCAN = 16  # keys compared per lookup; a longer run under one prefix is binary-searched
+    assert SCAN <= BUCKET_CAP  # a run short enough to scan is never over the cap
 
     def __init__(self):
         self.keys = np.zeros(0, dtype=np.uint32)

@@ -472,7 +472,8 @@ class ClusterStore:
             """SELECT i.id, i.cluster_id, i.first_seen_at, s.kind, s.size, s.lede_size,
                       s.full, s.lede, i.canonical_url, i.content_hash
                FROM items i JOIN signatures s ON s.item_id = i.id
-               WHERE i.placed_seq > ? AND i.cluster_id IS NOT NULL ORDER BY i.id""",
+               WHERE i.placed_seq > ? AND i.cluster_id IS NOT NULL
+               ORDER BY +i.id""",  # "+": sort the few rows found, instead of a scan in id order
             (seq,),
         )
         while rows := cur.fetchmany(batch):
@@ -604,7 +605,7 @@ def merge_search_segments(store: Store, seconds: float = SEARCH_MERGE_SECONDS) -
 
 def index_state(store: Store) -> tuple[int, int]:
     """(cluster generation, index writes): what an in-memory dedup index must match
-    (db/migrations/009 says how)."""
+    (db/migrations/010 says how)."""
     values = dict(
         store.conn.execute("SELECT key, value FROM meta WHERE key IN ('cluster_generation', 'index_writes')")
     )
