@@ -6,7 +6,7 @@ Assignment policy, in order:
    dedup.BUCKET_CAP sharing the key). Root URLs ("https://site/") are ignored, since
    some feeds link every entry to their home page. The keys are looked up in the
    in-memory index (see DedupIndex), which first indexes what other processes placed
-   since it last looked (db/migrations/010).
+   since it last looked (aggregator/migrations/010).
 2. Otherwise the LSH index proposes candidates, each is verified (dedup.similarity), and
    the item joins the cluster of its most similar verified copy; ties go to the older
    cluster.

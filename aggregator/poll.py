@@ -276,7 +276,7 @@ class Poller:
         return await asyncio.get_running_loop().run_in_executor(self.writer, method, *args)
 
     def _index_search(self) -> None:
-        """Full-text indexing happens in batches (see db/migrations/005); a failure here
+        """Full-text indexing happens in batches (see aggregator/migrations/005); a failure here
         loses nothing: the items stay waiting for the next batch or the next search."""
         try:
             self.store.index_search()

@@ -1,4 +1,4 @@
-"""Full-text search over stored items (the `items_fts` index of db/migrations/003 and 005), with
+"""Full-text search over stored items (the `items_fts` index of aggregator/migrations/003 and 005), with
 results grouped by story cluster. Plain records out; rendering is the CLI's job."""
 
 from __future__ import annotations
@@ -244,7 +244,7 @@ def _segments(marked: str | None) -> Highlighted:
 
 
 def catch_up(store: Store) -> None:
-    """Index the items still waiting for the search index (db/migrations/005), so a
+    """Index the items still waiting for the search index (aggregator/migrations/005), so a
     search sees every stored item. Without write access it searches what is indexed."""
     try:
         if store.search_waiting():

@@ -111,7 +111,7 @@ def compute(store: Store, now: datetime) -> Stats:
         ):
             state = _STATE.get(status, status) if active else "inactive"
             states[state] = states.get(state, 0) + count
-        # Counters and duplicate marks kept by triggers (db/migrations/006): reading them
+        # Counters and duplicate marks kept by triggers (aggregator/migrations/006): reading them
         # costs milliseconds where ranking every item cost seconds at 1M items.
         items, total = c.execute(
             "SELECT coalesce(sum(items), 0), coalesce(sum(duplicates), 0) FROM feed_counts"
@@ -155,7 +155,7 @@ def compute(store: Store, now: datetime) -> Stats:
 
 def _duplicates_since(store: Store, since: datetime) -> int:
     """Items marked duplicate first seen since `since`, from the partial index of
-    db/migrations/006 (never the full first-seen index: that reads every item's row)."""
+    aggregator/migrations/006 (never the full first-seen index: that reads every item's row)."""
     return store.conn.execute(
         "SELECT count(*) FROM items INDEXED BY items_duplicate_seen"
         " WHERE duplicate = 1 AND first_seen_at >= ?",

@@ -2,7 +2,7 @@
 
 The database is a plain SQLite file (WAL mode, busy timeout) that the daemon writes while
 CLI readers and tools like `sqlite3` or Datasette read it. The schema lives in
-db/migrations/NNN_*.sql, applied in order on open and recorded in `schema_version`.
+aggregator/migrations/NNN_*.sql, applied in order on open and recorded in `schema_version`.
 Each feed's result is written in one transaction, so a crash never leaves half a feed.
 """
 
@@ -26,11 +26,11 @@ from .errors import StoreError
 from .records import Item
 from .timeutil import from_iso, iso
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "db" / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
 WAL_PAGES = 10_000
 CACHE_KIB = 65_536  # page cache per connection (64 MB); allocated as used
-SEARCH_BATCH = 20_000  # items added to the full-text index per transaction (db/migrations/008)
+SEARCH_BATCH = 20_000  # items added to the full-text index per transaction (aggregator/migrations/008)
 SEARCH_MERGE_SECONDS = 2.0  # at most this long merging index segments in maintain()
 _MIGRATION_NAME = re.compile(r"^(\d+)_[\w-]+\.sql$")
 
@@ -359,7 +359,7 @@ class Store:
 
     def index_search(self, batch: int = SEARCH_BATCH) -> int:
         """Add the items waiting in `search_pending` to the full-text index, `batch` per
-        transaction (db/migrations/005 says why in batches); returns how many."""
+        transaction (aggregator/migrations/005 says why in batches); returns how many."""
         done = 0
         while True:
             with self.transaction():
@@ -510,7 +510,7 @@ class ClusterStore:
     def reset(self) -> None:
         """Forget every cluster (for a full recluster; inside its transaction). Clusters go
         first, foreign keys checked at commit: unmarking their members then costs one
-        statement per cluster, not a re-mark of the cluster per item (db/migrations/006)."""
+        statement per cluster, not a re-mark of the cluster per item (aggregator/migrations/006)."""
         self.conn.execute("PRAGMA defer_foreign_keys = ON")  # until this transaction ends
         self.conn.execute("DELETE FROM clusters")
         self.conn.execute("UPDATE items SET cluster_id = NULL, similarity = NULL")
@@ -589,7 +589,7 @@ def maintain(store: Store) -> None:
 def merge_search_segments(store: Store, seconds: float = SEARCH_MERGE_SECONDS) -> int:
     """Incremental FTS5 merges (~0.15 s each, one transaction each, so writers wait no
     longer) until nothing is left to merge or `seconds` have passed; returns how many
-    steps did work. Call it outside a transaction. The write path leaves more segments (db/migrations/008); this keeps
+    steps did work. Call it outside a transaction. The write path leaves more segments (aggregator/migrations/008); this keeps
     their number, and so the cost of a search, from growing."""
     started = time.perf_counter()
     steps = 0
@@ -605,7 +605,7 @@ def merge_search_segments(store: Store, seconds: float = SEARCH_MERGE_SECONDS) -
 
 def index_state(store: Store) -> tuple[int, int]:
     """(cluster generation, index writes): what an in-memory dedup index must match
-    (db/migrations/010 says how)."""
+    (aggregator/migrations/010 says how)."""
     values = dict(
         store.conn.execute("SELECT key, value FROM meta WHERE key IN ('cluster_generation', 'index_writes')")
     )

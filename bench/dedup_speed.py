@@ -16,7 +16,7 @@ Measured, for each size (10k and 100k items; --quick: 2k):
   (b) with SQLite: the real Clusterer.assign() against a real Store in a temp dir, items
       written with store.insert_items in batches of 50, one transaction per batch ("feed");
       the figure covers the whole transaction (insert + assign + commit) and the full-text
-      indexing of the items, which a poll run does in batches (db/migrations/005); the
+      indexing of the items, which a poll run does in batches (aggregator/migrations/005); the
       line under it is the same run without that indexing (search is not dedup, but it is
       paid on the same write path, so the target line includes it);
   (c) naive baseline (2k items): datasketch MinHash(num_perm=128) with update(shingle.encode())

@@ -12,7 +12,7 @@ frequency, first seen over the last 90 days with 20% in the last 14 (the dedup w
 `aggregator.dedup.Signer` (the daemon indexes only those), signed by 2 processes. The FTS
 triggers (if `items_fts` exists) and the duplicate-marking triggers on items and clusters
 are dropped during the load; the index is rebuilt in one statement and the migrations'
-backfill sections (after a line starting `-- Backfill`: db/migrations/006 marks duplicates
+backfill sections (after a line starting `-- Backfill`: aggregator/migrations/006 marks duplicates
 and counts them per feed) are run, then the triggers are recreated exactly as the
 migrations made them. Last,
 `PRAGMA optimize` (what the daemon runs hourly) and a WAL checkpoint.

@@ -1,4 +1,4 @@
-"""The duplication bookkeeping of db/migrations/006 (items.duplicate, items.republished,
+"""The duplication bookkeeping of aggregator/migrations/006 (items.duplicate, items.republished,
 feed_counts) against a from-scratch computation: the queries `stats` ran before 006, over
 every stored item. Checked after inserts, joins, items that move between clusters, a
 recluster, pruning, hand-run SQL, and the migration's backfill of an older database."""

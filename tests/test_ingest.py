@@ -118,7 +118,7 @@ def test_first_fetch_stores_items_and_feed_state(
     assert (log["outcome"], log["http_status"], log["new_items"]) == ("ok", 200, 4)
     # the configured User-Agent went out
     assert feed_server.requests[0].headers["User-Agent"].startswith("aggregator/")
-    # the run's last step put the new items in the search index (db/migrations/005)
+    # the run's last step put the new items in the search index (aggregator/migrations/005)
     assert store.conn.execute("SELECT count(*) FROM search_pending").fetchone()[0] == 0
     assert store.conn.execute("SELECT count(*) FROM items_fts WHERE items_fts MATCH 'amber'").fetchone()[0] == 1
 

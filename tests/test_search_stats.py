@@ -311,7 +311,7 @@ def test_migration_indexes_items_stored_before_it(older_schema) -> None:
 
 
 def test_search_index_is_filled_in_batches_and_never_misses_a_stored_item(tmp_path: Path) -> None:
-    """Items wait in search_pending (db/migrations/005) until a batch indexes them; a
+    """Items wait in search_pending (aggregator/migrations/005) until a batch indexes them; a
     search indexes what waits first, and deleting or editing a waiting item or an indexed
     one keeps the index exact."""
     store = Store.open(tmp_path / "a.db")
@@ -352,7 +352,7 @@ def test_search_index_is_filled_in_batches_and_never_misses_a_stored_item(tmp_pa
 
 
 def test_maintenance_merges_the_search_index_and_search_still_finds_everything(tmp_path: Path) -> None:
-    """The write path leaves up to 16 index segments per level (db/migrations/008); the
+    """The write path leaves up to 16 index segments per level (aggregator/migrations/008); the
     hourly maintain() merges them in small steps, and every item stays findable."""
     store = Store.open(tmp_path / "a.db")
     c = store.conn
