@@ -1,15 +1,21 @@
 """The dedup stage in the pipeline: puts each new or changed item into a story cluster.
 
 Assignment policy, in order:
+0. Own text: the paragraphs of the item that many unrelated items share (the index's
+   common_paragraphs) are left out, and an item whose own text differs from its text is
+   signed again on what remains (title and the rest; an item left with none is compared
+   on its title alone, as a short item).
 1. Exact shortcut: an earlier item (inside the window) with the same canonical URL or the
    same content hash decides the cluster (the earliest such item, among the newest
    dedup.BUCKET_CAP sharing the key). Root URLs ("https://site/") are ignored, since
-   some feeds link every entry to their home page. The keys are looked up in the
-   in-memory index (see DedupIndex), which first indexes what other processes placed
-   since it last looked (aggregator/migrations/010).
-2. Otherwise the LSH index proposes candidates, each is verified (dedup.similarity), and
-   the item joins the cluster of its most similar verified copy; ties go to the older
-   cluster.
+   some feeds link every entry to their home page, and so is a link two entries of one
+   feed share, and the content hash of an item with no text of its own. The keys are
+   looked up in the in-memory index (see DedupIndex), which first indexes what other
+   processes placed since it last looked (aggregator/migrations/010).
+2. Otherwise the LSH index proposes candidates, each is verified (dedup.similarity) and
+   checked against the rules of aggregator.evidence (one feed's entries with different
+   titles, titles with different numbers), and the item joins the cluster of its most
+   similar verified copy; ties go to the older cluster.
 3. Otherwise the item starts a new cluster.
 Clusters never merge, so one item that resembles two stories cannot chain them together;
 and every join is verified against a real member, never inferred transitively.
@@ -32,6 +38,7 @@ import numpy as np
 
 from .config import DedupSettings
 from .dedup import DedupIndex, Signature, Signer, choose_cluster, exact_key
+from .evidence import EntryFacts, entry_facts, own_text, paragraph_keys
 from .records import Item
 from .store import (
     ClusterStore,
@@ -56,7 +63,41 @@ class Placement:
     content_hash: str
     published: datetime
     seen: int  # first-seen time, epoch seconds
-    signature: Signature
+    signature: Signature  # of the whole title and text
+    title: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where one item goes, and what the index and the store keep of it."""
+
+    cluster: int | None  # None: a new cluster
+    similarity: float
+    signature: Signature  # of its own text (the one indexed and stored)
+    exact: tuple[int, int]
+    facts: EntryFacts
+    paragraphs: np.ndarray
+    own_body: bool  # whether it has text of its own (then its content hash is a key)
+
+
+def decide(index: DedupIndex, signer: Signer, w: Placement) -> Decision:
+    """The cluster an item joins (see the module docstring), from the index as it is."""
+    facts = entry_facts(w.feed_id, w.title)
+    sig, own_body = w.signature, bool(w.text)
+    paragraphs = paragraph_keys(w.text)
+    if len(paragraphs):
+        common = index.common_paragraphs(paragraphs, w.seen, facts, w.item_id)
+        if common.any():
+            own = own_text(w.text, common)
+            sig, own_body = signer.sign(w.title, own), bool(own)
+    keys = exact_keys(w.canonical_url, w.content_hash if own_body else None)
+    same, matches = index.find(sig, w.seen, keys, facts)
+    if same is not None:
+        return Decision(int(index.cluster_ids[same]), 1.0, sig, keys, facts, paragraphs, own_body)
+    choice = choose_cluster(matches, {r: int(index.cluster_ids[r]) for r, _ in matches})
+    cluster, sim = choice if choice else (None, 1.0)
+    return Decision(cluster, sim, sig, keys, facts, paragraphs, own_body)
 
 
 def _useful_url(url: str | None) -> str | None:
@@ -80,7 +121,7 @@ def _useful_url(url: str | None) -> str | None:
     return url if path not in ("", "/") else None
 
 
-def exact_keys(canonical_url: str | None, content_hash: str) -> tuple[int, int]:
+def exact_keys(canonical_url: str | None, content_hash: str | None) -> tuple[int, int]:
     """The exact-shortcut keys of an item, as the index files them."""
     return exact_key(_useful_url(canonical_url)), exact_key(content_hash)
 
@@ -150,7 +191,9 @@ class Clusterer:
                 np.array([int(from_iso(r[2]).timestamp()) for r in rows], dtype=np.int64),
                 sigs,
                 bulk=bulk,
-                exact=np.array([exact_keys(r[8], r[9]) for r in rows], dtype=np.uint64),
+                exact=np.array([exact_keys(r[8], r[9] if r[13] else None) for r in rows], dtype=np.uint64),
+                facts=[entry_facts(r[10], r[11]) for r in rows],
+                paragraphs=[_paragraphs(r[12]) for r in rows],
             )
             loaded += len(rows)
         if skipped:
@@ -239,7 +282,7 @@ class Clusterer:
         # a changed item keeps its first-seen time, as a recluster would see it
         work = [
             Placement(item_id, feed_id, item.canonical_url, item.content_hash, item.published,
-                      seen if old is None else int(old.first_seen.timestamp()), sig)
+                      seen if old is None else int(old.first_seen.timestamp()), sig, item.title, item.text)
             for (item_id, feed_id, item, old), sig in zip(placing, sigs, strict=True)
         ]  # fmt: skip
         return self._place_batch(clusters, work, now, retired)
@@ -257,27 +300,22 @@ class Clusterer:
         singletons: list[tuple[int, int, datetime]] = []  # written in one go below
         next_cluster = clusters.next_cluster_id()
         index = self.index
+        kept = []  # (item id, signature, paragraph keys, own body) as stored
         for w in work:
-            keys = exact_keys(w.canonical_url, w.content_hash)
-            same, matches = index.find(w.signature, w.seen, keys)
-            sim = 1.0
-            if same is not None:
-                cluster = int(index.cluster_ids[same])
+            d = decide(index, self.signer, w)
+            if d.cluster is not None:
+                cluster = d.cluster
                 touched.add(cluster)
             else:
-                choice = choose_cluster(matches, {r: int(index.cluster_ids[r]) for r, _ in matches})
-                if choice:
-                    cluster, sim = choice
-                    touched.add(cluster)
-                else:
-                    cluster, next_cluster = next_cluster, next_cluster + 1
-                    singletons.append((cluster, w.item_id, w.published))
-                    created += 1
-            assignments.append((cluster, sim, w.item_id))
-            self._added.append(index.add(w.item_id, cluster, w.seen, w.signature, keys))
+                cluster, next_cluster = next_cluster, next_cluster + 1
+                singletons.append((cluster, w.item_id, w.published))
+                created += 1
+            assignments.append((cluster, d.similarity, w.item_id))
+            self._added.append(index.add(w.item_id, cluster, w.seen, d.signature, d.exact, d.facts, d.paragraphs))
+            kept.append((w.item_id, d.signature, d.paragraphs, d.own_body))
         seq = self._writes_pending = bump_index_writes(clusters.store)
         clusters.add_singletons(singletons, now)
-        clusters.save_signatures((w.item_id, w.signature) for w in work)
+        clusters.save_signatures(kept)
         clusters.set_item_clusters(assignments, seq)
         clusters.refresh(touched, now)
         return created
@@ -334,10 +372,10 @@ class Clusterer:
                     break
                 work = []
                 sigs = self.signer.sign_many([(title, text) for _, _, title, text, *_ in rows])
-                for (item_id, feed_id, _, _, canon, digest, published, first_seen), sig in zip(rows, sigs, strict=True):
+                for (item_id, feed_id, title, text, canon, digest, published, first_seen), sig in zip(rows, sigs, strict=True):
                     seen_at = from_iso(first_seen)
                     work.append(Placement(item_id, feed_id, canon, digest, from_iso(published),
-                                          int(seen_at.timestamp()), sig))  # fmt: skip
+                                          int(seen_at.timestamp()), sig, title, text))  # fmt: skip
                 self._place_batch(clusters, work, seen_at, set())
                 last_id = rows[-1][0]
                 done += len(rows)
@@ -347,3 +385,8 @@ class Clusterer:
             state = index_state(store)
         self.generation, self.writes = state
         return conn.execute("SELECT count(*) FROM clusters").fetchone()[0]
+
+
+def _paragraphs(blob: bytes | None) -> np.ndarray:
+    """Stored paragraph keys (NULL for items signed before migration 011: none)."""
+    return np.frombuffer(blob, dtype="<u4").astype(np.uint32) if blob else np.zeros(0, dtype=np.uint32)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import DedupSettings
+from .evidence import COMMON_CLUSTERS, NO_FACTS, EntryFacts, related_titles
 
 WORD = re.compile(r"\w+")
 KIND_WORDS = 0
@@ -335,7 +336,16 @@ class Signer:
         n_body = n_all - n_title
         if n_all < s.short_words:
             shingles = char_shingles(title + " " + text, s.short_chars)
-            return Signature(KIND_CHARS, len(shingles), self._minhash(shingles, self._full))
+            # and the words themselves, exactly (the lede's slot is free: short items have
+            # no lede): short items must share the words that tell them apart
+            # (SHORT_WORDS_CONTAINED), not only most of their characters
+            word_set = np.unique(((hashed ^ (hashed >> np.uint64(32))) & np.uint64(0xFFFFFFFF)).astype(_U32))
+            full = self._minhash(shingles, self._full)
+            if len(word_set) > s.lede_num_perm:
+                return Signature(KIND_CHARS, len(shingles), full)
+            padded = np.full(s.lede_num_perm, _WORD_PAD, dtype=_U32)
+            padded[: len(word_set)] = word_set
+            return Signature(KIND_CHARS, len(shingles), full, len(word_set), padded)
         if s.shingles == "chars":  # the measured alternative (bench/dedup_quality.py --set)
             body = words(text)
             all_words = words(title) + body
@@ -528,6 +538,10 @@ def similarities(
     out = np.full(len(j), np.nan)
     if sig.kind == KIND_CHARS:
         keep = j >= settings.short_threshold
+        if sig.lede is not None and keep.any():  # rows signed before the word sets have none
+            shared = np.isin(lede[keep], sig.lede[: sig.lede_size]).sum(axis=1)
+            words_in = shared / np.maximum(np.minimum(lede_sizes[keep], sig.lede_size), 1)
+            keep[keep] = (lede_sizes[keep] == 0) | (words_in >= SHORT_WORDS_CONTAINED)
         out[keep] = j[keep]
         return out
     strong = j >= settings.threshold
@@ -551,6 +565,16 @@ def similarities(
     weak_out[ok] = -c[ok]
     out[weak] = weak_out
     return out
+
+
+# Short items (a title, a line) are one story only when (nearly) all words of the shorter
+# are in the other: "Surgical Management of Adult Sleep Apnea" and "Assessment of Adult
+# Sleep Apnea" share most of their characters (char 5-gram Jaccard >= 0.6) but not the
+# word that matters (4 of 5 words: 0.8). 0.9 lets one word in ten differ ("three-day" /
+# "3-Day"). Exact: a short item's distinct word hashes are kept in its lede slot, padded
+# with _WORD_PAD (an item with more distinct words than lede_num_perm keeps none).
+SHORT_WORDS_CONTAINED = 0.9
+_WORD_PAD = np.uint32(0xFFFFFFFF)
 
 
 def match_rank(sim: float) -> tuple[bool, float]:
@@ -592,6 +616,15 @@ def bands_for(threshold: float, num_perm: int, recall: float = CANDIDATE_RECALL)
 
 
 BUCKET_CAP = 64  # rows taken from one LSH bucket (its newest)
+_NO_PARAGRAPHS = np.zeros(0, dtype=np.uint32)
+
+
+def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Indices starts[0]..ends[0]-1, starts[1]..ends[1]-1, ... in one array."""
+    lengths = ends - starts
+    if not lengths.sum():
+        return np.zeros(0, dtype=np.int64)
+    return np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
 MAX_CANDIDATES = 256  # candidates verified per item (the newest)
 NO_KEY = (0, 0)
 
@@ -663,6 +696,11 @@ class _Buckets:
         """Bulk add (start-up): keys (n, bands), rows (n,); queryable after merge()."""
         self._tail_keys.append(keys.reshape(-1))
         self._tail_rows.append(np.repeat(rows.astype(np.int32), keys.shape[1]))
+
+    def add_flat(self, keys: np.ndarray, rows: np.ndarray) -> None:
+        """Bulk add of (key, row) pairs, any number of keys per row; queryable after merge()."""
+        self._tail_keys.append(keys.astype(np.uint32))
+        self._tail_rows.append(rows.astype(np.int32))
 
     def add_one(self, keys: np.ndarray, row: int) -> None:
         """Online add of one row: queryable at once through the tail dict, which maps a
@@ -775,7 +813,11 @@ class DedupIndex:
 
     The items' exact-match keys (canonical URL, content hash; `exact_key`) are filed in
     the same buckets, so the exact shortcut costs no lookup of its own and needs no
-    random-key index on disk (which made every commit rewrite scattered index pages)."""
+    random-key index on disk (which made every commit rewrite scattered index pages).
+
+    Each row also keeps its entry's feed and title fingerprints (aggregator.evidence) and
+    the keys of its paragraphs, filed in buckets of their own, from which the index tells
+    which paragraphs of a new entry are common (common_paragraphs)."""
 
     def __init__(self, settings: DedupSettings, capacity: int = 1024):
         self.settings = settings
@@ -783,6 +825,7 @@ class DedupIndex:
         self.lede_bands = _Banding(settings.lede_num_perm, settings.lede_threshold, salt=13,
                                    recall=LEDE_CANDIDATE_RECALL)  # fmt: skip
         self.buckets = _Buckets()
+        self.paragraph_buckets = _Buckets()
         self.n = 0
         self._key_memo: tuple | None = None
         self._exact_memo: tuple | None = None
@@ -798,17 +841,38 @@ class DedupIndex:
         self.full = np.zeros((capacity, s.num_perm), dtype=_U32)
         self.lede = np.zeros((capacity, s.lede_num_perm), dtype=_U32)
         self.exact = np.zeros((capacity, 2), dtype=np.uint64)  # exact keys: URL, content hash
+        self.feed_ids = np.full(capacity, -1, dtype=np.int32)
+        self.titles = np.zeros((capacity, 2), dtype=np.uint64)  # Bloom filters of title words
+        self.number_keys = np.zeros(capacity, dtype=np.uint32)
+        # row r's paragraph keys are paragraph_keys[paragraph_at[r] : paragraph_at[r + 1]]
+        self.paragraph_keys = np.zeros(capacity, dtype=np.uint32)
+        self.paragraph_at = np.zeros(capacity + 1, dtype=np.int64)
 
     def _grow(self, needed: int) -> None:
         capacity = len(self.item_ids)
         if needed <= capacity:
             return
         new_cap = max(needed, capacity * 2)
-        for name in ("item_ids", "cluster_ids", "seen", "kinds", "alive", "sizes", "lede_sizes", "full", "lede", "exact"):
+        for name in ("item_ids", "cluster_ids", "seen", "kinds", "alive", "sizes", "lede_sizes", "full", "lede", "exact",
+                     "feed_ids", "titles", "number_keys"):  # fmt: skip
             arr = getattr(self, name)
             grown = np.zeros((new_cap, *arr.shape[1:]), dtype=arr.dtype)
             grown[: self.n] = arr[: self.n]
             setattr(self, name, grown)
+        self.feed_ids[self.n :] = -1
+        at = np.zeros(new_cap + 1, dtype=np.int64)
+        at[: self.n + 1] = self.paragraph_at[: self.n + 1]
+        self.paragraph_at = at
+
+    def _add_paragraphs(self, keys: np.ndarray) -> None:
+        """Append the next row's paragraph keys (the row is self.n, before it is counted)."""
+        end = int(self.paragraph_at[self.n])
+        if end + len(keys) > len(self.paragraph_keys):
+            grown = np.zeros(max(end + len(keys), 2 * len(self.paragraph_keys)), dtype=np.uint32)
+            grown[:end] = self.paragraph_keys[:end]
+            self.paragraph_keys = grown
+        self.paragraph_keys[end : end + len(keys)] = keys
+        self.paragraph_at[self.n + 1] = end + len(keys)
 
     def __len__(self) -> int:
         return int(self.alive[: self.n].sum())
@@ -821,9 +885,12 @@ class DedupIndex:
         sigs: list[Signature],
         bulk: bool = False,
         exact: np.ndarray | None = None,
+        facts: list[EntryFacts] | None = None,
+        paragraphs: list[np.ndarray] | None = None,
     ) -> np.ndarray:
-        """Index signatures (and their items' exact keys, (n, 2) uint64); returns their
-        rows. With bulk (start-up rebuild) they become queryable at finish_bulk()."""
+        """Index signatures (and their items' exact keys, (n, 2) uint64, facts and
+        paragraph keys); returns their rows. With bulk (start-up rebuild) they become
+        queryable at finish_bulk()."""
         count = len(sigs)
         start = self.n
         self._grow(start + count)
@@ -834,6 +901,10 @@ class DedupIndex:
         self.alive[rows] = True
         if exact is not None:
             self.exact[rows] = exact
+        if facts is not None:
+            self.feed_ids[rows] = [f.feed for f in facts]
+            self.titles[rows] = np.array([f.title for f in facts], dtype=np.uint64).reshape(-1, 2)
+            self.number_keys[rows] = [f.numbers for f in facts]
         for i, sig in zip(rows.tolist(), sigs, strict=True):
             self.kinds[i] = sig.kind
             self.sizes[i] = sig.size
@@ -841,7 +912,9 @@ class DedupIndex:
             if sig.lede is not None:
                 self.lede[i] = sig.lede
                 self.lede_sizes[i] = sig.lede_size
-        self.n += count
+        for i in range(count):
+            self._add_paragraphs(paragraphs[i] if paragraphs is not None else _NO_PARAGRAPHS)
+            self.n += 1
         self._index_rows(rows, bulk)
         return rows
 
@@ -855,7 +928,14 @@ class DedupIndex:
             for column in (0, 1)
             if len(with_key := rows[self.exact[rows, column] != 0])
         ]  # fmt: skip
+        filed = [(np.unique(p), row) for row in rows.tolist()
+                 if len(p := self.paragraph_keys[self.paragraph_at[row] : self.paragraph_at[row + 1]])]  # fmt: skip
         if bulk:
+            if filed:
+                self.paragraph_buckets.add_flat(
+                    np.concatenate([k for k, _ in filed]),
+                    np.concatenate([np.full(len(k), row, dtype=np.int32) for k, row in filed]),
+                )
             self.buckets.add(keys, rows)
             if lede_keys is not None:
                 self.buckets.add(lede_keys, words_rows)
@@ -870,17 +950,33 @@ class DedupIndex:
         for column_keys, with_key in exact_keys:
             for key_row, row in zip(column_keys, with_key.tolist(), strict=True):
                 self.buckets.add_one(key_row, row)
+        for paragraph_keys, row in filed:
+            self.paragraph_buckets.add_one(paragraph_keys, row)
 
     def add(
-        self, item_id: int, cluster_id: int, seen: int, sig: Signature, exact: tuple[int, int] = NO_KEY
+        self,
+        item_id: int,
+        cluster_id: int,
+        seen: int,
+        sig: Signature,
+        exact: tuple[int, int] = NO_KEY,
+        facts: EntryFacts = NO_FACTS,
+        paragraphs: np.ndarray | None = None,
     ) -> int:
         """Index one item (online): its row becomes a candidate for the next query.
-        `exact`: its exact keys (URL, content hash; 0 for none)."""
+        `exact`: its exact keys (URL, content hash; 0 for none); `facts` and `paragraphs`
+        (evidence.entry_facts, evidence.paragraph_keys) for the rules of find() and
+        common_paragraphs()."""
         row = self.n
         self._grow(row + 1)
         self.item_ids[row], self.cluster_ids[row], self.seen[row] = item_id, cluster_id, seen
         self.alive[row] = True
         self.kinds[row], self.sizes[row], self.full[row] = sig.kind, sig.size, sig.full
+        self.feed_ids[row], self.number_keys[row] = facts.feed, facts.numbers
+        self.titles[row] = facts.title
+        self._add_paragraphs(paragraphs if paragraphs is not None else _NO_PARAGRAPHS)
+        if paragraphs is not None and len(paragraphs):
+            self.paragraph_buckets.add_one(np.unique(paragraphs), row)
         self.n += 1
         if sig.lede is not None:
             self.lede[row], self.lede_sizes[row] = sig.lede, sig.lede_size
@@ -891,6 +987,7 @@ class DedupIndex:
 
     def finish_bulk(self) -> None:
         self.buckets.merge()
+        self.paragraph_buckets.merge()
 
     def kill(self, rows) -> None:
         self.alive[np.asarray(list(rows), dtype=np.int64)] = False
@@ -910,7 +1007,7 @@ class DedupIndex:
             int(self.sizes[row]),
             self.full[row],
             int(self.lede_sizes[row]),
-            self.lede[row] if kind == KIND_WORDS else None,
+            self.lede[row] if kind == KIND_WORDS or self.lede_sizes[row] else None,
         )
 
     def _plan_keys(self) -> None:
@@ -939,13 +1036,14 @@ class DedupIndex:
         p, b = self.settings.num_perm, self.full_bands.b
         vector = self._vector
         vector[:p] = sig.full
-        vector[p:-1] = 0 if sig.lede is None else sig.lede
+        banded = sig.lede is not None and sig.kind == KIND_WORDS  # a short item's word sketch is not banded
+        vector[p:-1] = sig.lede if banded else 0
         keys = (vector[self._gather] * self._gather_mult).sum(axis=1) + self._gather_salt
         if sig.kind:
             keys[:b] ^= np.uint64(sig.kind) * _MIX[2]
         keys = ((keys ^ (keys >> np.uint64(32))) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-        full, lede = keys[:b], (keys[b:] if sig.lede is not None else None)
-        self._key_memo = (sig, full, lede, keys if sig.lede is not None else full)
+        full, lede = keys[:b], (keys[b:] if banded else None)
+        self._key_memo = (sig, full, lede, keys if banded else full)
         return self._key_memo[1:]
 
     def _query_keys(self, sig: Signature, exact: tuple[int, int]) -> np.ndarray:
@@ -971,29 +1069,98 @@ class DedupIndex:
         return np.sort(rows[keep])
 
     def find(
-        self, sig: Signature, seen: int, exact: tuple[int, int] = NO_KEY
+        self, sig: Signature, seen: int, exact: tuple[int, int] = NO_KEY, facts: EntryFacts = NO_FACTS
     ) -> tuple[int | None, list[tuple[int, float]]]:
         """(row of the earliest item with the same exact key, []) when there is one (the
-        exact shortcut), else (None, the verified copies as `matches` gives them)."""
+        exact shortcut), else (None, the verified copies as `matches` gives them, less
+        those `facts` rule out: see aggregator.evidence).
+
+        A link is an exact key only while it names one entry: when two entries of one
+        feed share it (the blog's feed URL on every link post, a section page, a
+        redirector), it says nothing about any entry that carries it."""
         rows = self._live_rows(self.buckets.query(self._query_keys(sig, exact)), seen)
         if exact != NO_KEY and len(rows):
             url, digest = exact
             same = np.zeros(len(rows), dtype=bool)
             if url:
-                same |= self.exact[rows, 0] == url
+                by_url = self.exact[rows, 0] == url
+                if by_url.any() and self._names_one_entry(rows[by_url], facts):
+                    same |= by_url
             if digest:
                 same |= self.exact[rows, 1] == digest
             if same.any():
                 hits = rows[same]
                 return int(hits[np.argmin(self.item_ids[hits])]), []
-        return None, self._verified(sig, rows[-MAX_CANDIDATES:])
+        return None, self._verified(sig, rows[-MAX_CANDIDATES:], facts)
+
+    def _names_one_entry(self, rows: np.ndarray, facts: EntryFacts) -> bool:
+        """Whether the rows sharing a link, and the entry of `facts`, are each from a
+        different feed (rows of unknown feeds, -1, are not counted)."""
+        feeds = self.feed_ids[rows]
+        feeds = feeds[feeds >= 0]
+        if facts.feed >= 0 and (feeds == facts.feed).any():
+            return False
+        return len(np.unique(feeds)) == len(feeds)
+
+    def common_paragraphs(self, keys: np.ndarray, seen: int, facts: EntryFacts, item_id: int = -1) -> np.ndarray:
+        """Which of an entry's paragraphs (evidence.paragraph_keys) are common, as a mask:
+        carried by live rows (inside the window before `seen`, not the entry's own) of
+        COMMON_CLUSTERS or more distinct clusters, or by a row of the entry's own feed
+        under an unrelated title, or by two rows of one feed under unrelated titles."""
+        common = np.zeros(len(keys), dtype=bool)
+        if not len(keys) or not len(self.paragraph_buckets.keys) and not self.paragraph_buckets._tail:
+            return common
+        wanted = np.unique(keys)
+        rows = self._live_rows(self.paragraph_buckets.query(wanted), seen)
+        rows = rows[self.item_ids[rows] != item_id]
+        if not len(rows):
+            return common
+        starts, ends = self.paragraph_at[rows], self.paragraph_at[rows + 1]
+        carried = self.paragraph_keys[_ranges(starts, ends)]
+        carrier = np.repeat(rows, ends - starts)
+        hit = np.isin(carried, wanted)
+        carried, carrier = carried[hit], carrier[hit]
+        verdict: list[int] = []
+        for key in np.unique(carried).tolist():
+            by = carrier[carried == key]
+            if len(np.unique(self.cluster_ids[by])) >= COMMON_CLUSTERS or self._feed_template(by, facts):
+                verdict.append(key)
+        if verdict:
+            common = np.isin(keys, np.array(verdict, dtype=np.uint32))
+        return common
+
+    def _feed_template(self, rows: np.ndarray, facts: EntryFacts) -> bool:
+        """Whether one feed carries these rows' paragraph under two unrelated titles
+        (counting the entry of `facts`)."""
+        feeds = self.feed_ids[rows]
+        known = feeds >= 0
+        feeds, titles = feeds[known], self.titles[rows[known]]
+        if facts.feed >= 0:
+            mine = feeds == facts.feed
+            if mine.any() and not related_titles(titles[mine], np.array(facts.title, dtype=np.uint64)).all():
+                return True
+        if len(np.unique(feeds)) == len(feeds):
+            return False
+        for feed in np.unique(feeds).tolist():  # rare: one feed carries it in several rows
+            same = titles[feeds == feed]
+            if len(same) > 1 and not related_titles(same[:, None], same[None, :]).all():
+                return True
+        return False
 
     def matches(self, sig: Signature, seen: int) -> list[tuple[int, float]]:
         """(row, similarity) of every verified copy among the candidates."""
         return self._verified(sig, self._live_rows(self.buckets.query(self._keys(sig)[2]), seen)[-MAX_CANDIDATES:])
 
-    def _verified(self, sig: Signature, rows: np.ndarray) -> list[tuple[int, float]]:
+    def _verified(self, sig: Signature, rows: np.ndarray, facts: EntryFacts = NO_FACTS) -> list[tuple[int, float]]:
         rows = rows[self.kinds[rows] == sig.kind]
+        if facts.feed >= 0:  # one feed's entries under unrelated titles are different entries
+            mine = self.feed_ids[rows] == facts.feed
+            if mine.any():
+                mine[mine] = ~related_titles(self.titles[rows[mine]], np.array(facts.title, dtype=np.uint64))
+                rows = rows[~mine]
+        if facts.numbers:  # titles that carry different numbers are different items
+            numbers = self.number_keys[rows]
+            rows = rows[(numbers == 0) | (numbers == facts.numbers)]
         if len(rows) == 0:
             return []
         sims = similarities(sig, self.sizes[rows], self.lede_sizes[rows], self.full[rows],
@@ -1008,8 +1175,11 @@ class DedupIndex:
             self.item_ids.itemsize + self.cluster_ids.itemsize + self.seen.itemsize
             + self.kinds.itemsize + self.alive.itemsize + self.sizes.itemsize
             + self.lede_sizes.itemsize + self.full[0].nbytes + self.lede[0].nbytes + self.exact[0].nbytes
+            + self.feed_ids.itemsize + self.titles[0].nbytes + self.number_keys.itemsize
+            + self.paragraph_at.itemsize
         )  # fmt: skip
-        return per_row * self.n + self.buckets.nbytes
+        paragraphs = 4 * int(self.paragraph_at[self.n])
+        return per_row * self.n + self.buckets.nbytes + paragraphs + self.paragraph_buckets.nbytes
 
 
 def choose_cluster(matches: list[tuple[int, float]], clusters: dict[int, int]) -> tuple[int, float] | None:

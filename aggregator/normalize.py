@@ -273,9 +273,10 @@ TRACKING_PARAMS = frozenset(
 TRACKING_PREFIXES = ("utm_", "pk_", "mtm_", "ga_", "hsa_")
 
 
-def canonical_url(url: str | None) -> str | None:
-    """The link with a lower-case scheme and host, no default port, no fragment and no
-    tracking parameters (utm_*, fbclid, gclid, mc_cid, ...); other parameters sorted."""
+def canonical_url(url: str | None, keep_fragment: bool = False) -> str | None:
+    """The link with a lower-case scheme and host, no default port, no fragment (unless
+    `keep_fragment`: see with_entry_fragments) and no tracking parameters (utm_*, fbclid,
+    gclid, mc_cid, ...); other parameters sorted."""
     if not url:
         return None
     url = url.strip()
@@ -297,7 +298,29 @@ def canonical_url(url: str | None) -> str | None:
     ]
     query.sort()
     path = parts.path or "/"
-    return urlunsplit((scheme, host, path, urlencode(query, doseq=True), ""))
+    fragment = parts.fragment if keep_fragment else ""
+    return urlunsplit((scheme, host, path, urlencode(query, doseq=True), fragment))
+
+
+def with_entry_fragments(items: list[Item]) -> list[Item]:
+    """Items whose links differ only in the #fragment name different entries (Scripting
+    News links each post of a day as `23.html#a070648`): for them the fragment is part of
+    the canonical URL, or every post of a day would be one "same link" story. A fragment
+    on a link no other entry of the document shares (`#comments`, `#more`) is still
+    dropped, so copies linked with and without one still meet."""
+    fragments: dict[str, set[str]] = {}
+    for item in items:
+        if item.canonical_url and item.url and "#" in item.url:
+            fragments.setdefault(item.canonical_url, set()).add(item.url.split("#", 1)[1])
+    told_apart = {canon for canon, seen in fragments.items() if len(seen) > 1}
+    if not told_apart:
+        return items
+    return [
+        replace(item, canonical_url=canonical_url(item.url, keep_fragment=True))
+        if item.canonical_url in told_apart
+        else item
+        for item in items
+    ]
 
 
 # ---------------------------------------------------------------- dates
@@ -366,14 +389,15 @@ def normalize_entry(entry: RawEntry, now: datetime) -> Item:
 
 
 def normalize_entries(entries: Iterable[RawEntry], now: datetime) -> tuple[Item, ...]:
-    """Items of a feed, first occurrence winning when a feed repeats a key; paragraphs
-    the feed repeats across entries (its template) are removed from every entry."""
+    """Items of a feed, first occurrence winning when a feed repeats a key; links told
+    apart only by their fragment keep it; paragraphs the feed repeats across entries
+    (its template) are removed from every entry."""
     seen: dict[str, Item] = {}
     for entry in entries:
         item = normalize_entry(entry, now)
         if item.title or item.text:
             seen.setdefault(item.key, item)
-    items = list(seen.values())
+    items = with_entry_fragments(list(seen.values()))
     template = repeated_paragraphs((i.title, i.text) for i in items)
     if template:
         items = [_without(i, template) for i in items]

@@ -30,6 +30,11 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
 WAL_PAGES = 10_000
 CACHE_KIB = 65_536  # page cache per connection (64 MB); allocated as used
+# What the dedup index keeps of an item (ClusterStore.signatures_since); a row signed before
+# migration 011 has its own body where it has any text.
+_INDEXED_COLUMNS = """i.id, i.cluster_id, i.first_seen_at, s.kind, s.size, s.lede_size, s.full, s.lede,
+    i.canonical_url, i.content_hash, i.feed_id, i.title, s.paragraphs,
+    coalesce(s.own_body, length(i.text) > 0)"""
 SEARCH_BATCH = 20_000  # items added to the full-text index per transaction (aggregator/migrations/008)
 SEARCH_MERGE_SECONDS = 2.0  # at most this long merging index segments in maintain()
 _MIGRATION_NAME = re.compile(r"^(\d+)_[\w-]+\.sql$")
@@ -418,10 +423,10 @@ class ClusterStore:
 
     def signatures_since(self, since: datetime, batch: int = 20_000) -> Iterator[list[tuple]]:
         """(item id, cluster id, first seen, kind, size, lede size, full, lede, canonical URL,
-        content hash) of clustered items first seen since `since`, in item order, in batches."""
+        content hash, feed id, title, paragraph keys, own body) of clustered items first seen
+        since `since`, in item order, in batches."""
         cur = self.conn.execute(
-            """SELECT i.id, i.cluster_id, i.first_seen_at, s.kind, s.size, s.lede_size,
-                      s.full, s.lede, i.canonical_url, i.content_hash
+            f"""SELECT {_INDEXED_COLUMNS}
                FROM items i JOIN signatures s ON s.item_id = i.id
                WHERE i.first_seen_at >= ? AND i.cluster_id IS NOT NULL ORDER BY i.id""",
             (iso(since),),
@@ -445,15 +450,16 @@ class ClusterStore:
              for cid, item_id, published in singletons],
         )  # fmt: skip
 
-    def save_signatures(self, signatures: Iterable[tuple[int, Any]]) -> None:
-        """(item id, dedup.Signature) pairs."""
+    def save_signatures(self, signatures: Iterable[tuple[int, Any, Any, bool]]) -> None:
+        """(item id, dedup.Signature, paragraph keys (uint32 array), own body) tuples."""
         rows = []
-        for item_id, sig in signatures:
+        for item_id, sig, paragraphs, own_body in signatures:
             full, lede = sig.to_blobs()
-            rows.append((item_id, sig.kind, sig.size, sig.lede_size, full, lede))
+            blob = paragraphs.astype("<u4").tobytes() if len(paragraphs) else None
+            rows.append((item_id, sig.kind, sig.size, sig.lede_size, full, lede, blob, int(own_body)))
         self.conn.executemany(
-            "INSERT OR REPLACE INTO signatures (item_id, kind, size, lede_size, full, lede) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO signatures (item_id, kind, size, lede_size, full, lede, "
+            "paragraphs, own_body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
 
@@ -469,8 +475,7 @@ class ClusterStore:
         """signatures_since's rows for the items placed by writes after `seq` (whatever
         their first-seen time), in item order, in batches."""
         cur = self.conn.execute(
-            """SELECT i.id, i.cluster_id, i.first_seen_at, s.kind, s.size, s.lede_size,
-                      s.full, s.lede, i.canonical_url, i.content_hash
+            f"""SELECT {_INDEXED_COLUMNS}
                FROM items i JOIN signatures s ON s.item_id = i.id
                WHERE i.placed_seq > ? AND i.cluster_id IS NOT NULL
                ORDER BY +i.id""",  # "+": sort the few rows found, instead of a scan in id order

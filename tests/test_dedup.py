@@ -83,8 +83,12 @@ def test_short_signature_equals_datasketch(signer: Signer) -> None:
     title = "Harbor Street bridge to close for eight months"
     sig = signer.sign(title, "")
     shingles = char_shingles(title + " ", SETTINGS.short_chars)
-    assert sig.kind == KIND_CHARS and sig.lede is None
+    assert sig.kind == KIND_CHARS
     assert np.array_equal(sig.full, datasketch_minhash(shingles, SETTINGS.num_perm, SEED))
+    # its lede slot holds its distinct words, exactly (sorted word hashes, then padding)
+    assert sig.lede_size == len(set(words(title))) == 8
+    assert np.all(np.diff(sig.lede[: sig.lede_size].astype(np.int64)) > 0)
+    assert np.all(sig.lede[sig.lede_size :] == 0xFFFFFFFF)
 
 
 @pytest.mark.parametrize("num_perm", [16, 64, 256])
@@ -111,7 +115,8 @@ def test_signature_blob_round_trip(signer: Signer) -> None:
     assert len(full) == 4 * SETTINGS.num_perm
     assert np.array_equal(back.full, sig.full) and np.array_equal(back.lede, sig.lede)
     short = signer.sign("Bridge closes", "")
-    assert short.to_blobs()[1] is None
+    back = Signature.from_blobs(KIND_CHARS, short.size, short.lede_size, *short.to_blobs())
+    assert back.lede_size == 2 and np.array_equal(back.lede, short.lede)
     assert Signature.from_blobs(KIND_CHARS, short.size, 0, short.to_blobs()[0], None).lede is None
 
 
@@ -183,7 +188,7 @@ def test_char_shingles_normalise_case_spaces_and_punctuation() -> None:
 
 def test_items_below_short_words_use_char_shingles(signer: Signer) -> None:
     short = signer.sign("Rail workers vote for three-day strike", "Union says Easter walkout is on.")
-    assert short.kind == KIND_CHARS and short.lede is None
+    assert short.kind == KIND_CHARS and short.lede_size == 13  # its words, not a lede
     long = signer.sign(*article("rail_strike"))
     assert long.kind == KIND_WORDS and long.lede is not None
 
