@@ -122,6 +122,10 @@ def test_json_feed_detected_without_content_type(data_dir: Path) -> None:
     body = (data_dir / "jsonfeed11.json").read_bytes()
     assert looks_like_json_feed(body, {})
     assert not looks_like_json_feed((data_dir / "rss20.xml").read_bytes(), XML)
+    # a JSON Feed served as application/xml whose "version" comes last (All This's feed)
+    late = b'{"title": "t", "items": [' + b'{"id": "1", "content_text": "x"},' * 400 + b'{"id": "2"}], "version": "https://jsonfeed.org/version/1"}'
+    assert looks_like_json_feed(late, XML)
+    assert len(parse_feed(late, XML).entries) == 401
     assert parse_feed(body, {"Content-Type": "text/plain"}).format == "json11"
 
 
