@@ -22,11 +22,11 @@ import pytest
 import yaml
 from feedserver import FeedServer, Route
 
+from aggregator.app import fetch_all
 from aggregator.config import DedupSettings, parse_config
 from aggregator.dedup import DedupIndex, Signer
 from aggregator.evidence import entry_facts, paragraph_keys, related_titles, title_fingerprint
 from aggregator.normalize import normalize_entries
-from aggregator.app import fetch_all
 from aggregator.records import RawEntry
 from aggregator.store import Store
 
