@@ -66,6 +66,7 @@ class Placement:
     signature: Signature  # of the whole title and text
     title: str
     text: str
+    shared_link: bool = False  # Item.shared_link
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class Decision:
     exact: tuple[int, int]
     facts: EntryFacts
     paragraphs: np.ndarray
-    own_body: bool  # whether it has text of its own (then its content hash is a key)
+    key_flags: int  # which exact keys count: 1 the content hash (text of its own left), 2 the link
 
 
 def decide(index: DedupIndex, signer: Signer, w: Placement) -> Decision:
@@ -91,13 +92,14 @@ def decide(index: DedupIndex, signer: Signer, w: Placement) -> Decision:
         if common.any():
             own = own_text(w.text, common)
             sig, own_body = signer.sign(w.title, own), bool(own)
-    keys = exact_keys(w.canonical_url, w.content_hash if own_body else None)
+    flags = (KEY_CONTENT if own_body else 0) | (0 if w.shared_link else KEY_LINK)
+    keys = exact_keys(w.canonical_url, w.content_hash, flags)
     same, matches = index.find(sig, w.seen, keys, facts)
     if same is not None:
-        return Decision(int(index.cluster_ids[same]), 1.0, sig, keys, facts, paragraphs, own_body)
+        return Decision(int(index.cluster_ids[same]), 1.0, sig, keys, facts, paragraphs, flags)
     choice = choose_cluster(matches, {r: int(index.cluster_ids[r]) for r, _ in matches})
     cluster, sim = choice if choice else (None, 1.0)
-    return Decision(cluster, sim, sig, keys, facts, paragraphs, own_body)
+    return Decision(cluster, sim, sig, keys, facts, paragraphs, flags)
 
 
 def _useful_url(url: str | None) -> str | None:
@@ -121,9 +123,14 @@ def _useful_url(url: str | None) -> str | None:
     return url if path not in ("", "/") else None
 
 
-def exact_keys(canonical_url: str | None, content_hash: str | None) -> tuple[int, int]:
-    """The exact-shortcut keys of an item, as the index files them."""
-    return exact_key(_useful_url(canonical_url)), exact_key(content_hash)
+KEY_CONTENT, KEY_LINK = 1, 2  # Decision.key_flags (stored as signatures.exact_keys)
+
+
+def exact_keys(canonical_url: str | None, content_hash: str | None, flags: int = KEY_CONTENT | KEY_LINK) -> tuple[int, int]:
+    """The exact-shortcut keys of an item, as the index files them (0: none): its link
+    and its content hash, where `flags` lets them count."""
+    url = _useful_url(canonical_url) if flags & KEY_LINK else None
+    return exact_key(url), exact_key(content_hash if flags & KEY_CONTENT else None)
 
 
 class Clusterer:
@@ -191,7 +198,7 @@ class Clusterer:
                 np.array([int(from_iso(r[2]).timestamp()) for r in rows], dtype=np.int64),
                 sigs,
                 bulk=bulk,
-                exact=np.array([exact_keys(r[8], r[9] if r[13] else None) for r in rows], dtype=np.uint64),
+                exact=np.array([exact_keys(r[8], r[9], r[13]) for r in rows], dtype=np.uint64),
                 facts=[entry_facts(r[10], r[11]) for r in rows],
                 paragraphs=[_paragraphs(r[12]) for r in rows],
             )
@@ -282,7 +289,8 @@ class Clusterer:
         # a changed item keeps its first-seen time, as a recluster would see it
         work = [
             Placement(item_id, feed_id, item.canonical_url, item.content_hash, item.published,
-                      seen if old is None else int(old.first_seen.timestamp()), sig, item.title, item.text)
+                      seen if old is None else int(old.first_seen.timestamp()), sig, item.title, item.text,
+                      item.shared_link)
             for (item_id, feed_id, item, old), sig in zip(placing, sigs, strict=True)
         ]  # fmt: skip
         return self._place_batch(clusters, work, now, retired)
@@ -312,7 +320,7 @@ class Clusterer:
                 created += 1
             assignments.append((cluster, d.similarity, w.item_id))
             self._added.append(index.add(w.item_id, cluster, w.seen, d.signature, d.exact, d.facts, d.paragraphs))
-            kept.append((w.item_id, d.signature, d.paragraphs, d.own_body))
+            kept.append((w.item_id, d.signature, d.paragraphs, d.key_flags))
         seq = self._writes_pending = bump_index_writes(clusters.store)
         clusters.add_singletons(singletons, now)
         clusters.save_signatures(kept)
@@ -363,19 +371,22 @@ class Clusterer:
             last_id = 0
             while True:
                 rows = conn.execute(
-                    """SELECT id, feed_id, title, text, canonical_url, content_hash, published_at,
-                              first_seen_at
-                       FROM items WHERE id > ? ORDER BY id LIMIT 2000""",
+                    # a link marked shared when it was fetched stays so (its signature, not
+                    # yet replaced: rows are re-placed in id order)
+                    """SELECT i.id, i.feed_id, i.title, i.text, i.canonical_url, i.content_hash,
+                              i.published_at, i.first_seen_at, coalesce(s.exact_keys, 2) & 2 = 0
+                       FROM items i LEFT JOIN signatures s ON s.item_id = i.id
+                       WHERE i.id > ? ORDER BY i.id LIMIT 2000""",
                     (last_id,),
                 ).fetchall()
                 if not rows:
                     break
                 work = []
                 sigs = self.signer.sign_many([(title, text) for _, _, title, text, *_ in rows])
-                for (item_id, feed_id, title, text, canon, digest, published, first_seen), sig in zip(rows, sigs, strict=True):
+                for (item_id, feed_id, title, text, canon, digest, published, first_seen, shared), sig in zip(rows, sigs, strict=True):
                     seen_at = from_iso(first_seen)
                     work.append(Placement(item_id, feed_id, canon, digest, from_iso(published),
-                                          int(seen_at.timestamp()), sig, title, text))  # fmt: skip
+                                          int(seen_at.timestamp()), sig, title, text, bool(shared)))  # fmt: skip
                 self._place_batch(clusters, work, seen_at, set())
                 last_id = rows[-1][0]
                 done += len(rows)

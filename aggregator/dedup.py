@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import DedupSettings
-from .evidence import COMMON_CLUSTERS, NO_FACTS, EntryFacts, related_titles
+from .evidence import COMMON_CLUSTERS, NO_FACTS, EntryFacts, numbers_conflict, related_titles
 
 WORD = re.compile(r"\w+")
 KIND_WORDS = 0
@@ -843,7 +843,7 @@ class DedupIndex:
         self.exact = np.zeros((capacity, 2), dtype=np.uint64)  # exact keys: URL, content hash
         self.feed_ids = np.full(capacity, -1, dtype=np.int32)
         self.titles = np.zeros((capacity, 2), dtype=np.uint64)  # Bloom filters of title words
-        self.number_keys = np.zeros(capacity, dtype=np.uint32)
+        self.number_keys = np.zeros(capacity, dtype=np.uint64)  # Bloom filters of title numbers
         # row r's paragraph keys are paragraph_keys[paragraph_at[r] : paragraph_at[r + 1]]
         self.paragraph_keys = np.zeros(capacity, dtype=np.uint32)
         self.paragraph_at = np.zeros(capacity + 1, dtype=np.int64)
@@ -1105,8 +1105,8 @@ class DedupIndex:
     def common_paragraphs(self, keys: np.ndarray, seen: int, facts: EntryFacts, item_id: int = -1) -> np.ndarray:
         """Which of an entry's paragraphs (evidence.paragraph_keys) are common, as a mask:
         carried by live rows (inside the window before `seen`, not the entry's own) of
-        COMMON_CLUSTERS or more distinct clusters, or by a row of the entry's own feed
-        under an unrelated title, or by two rows of one feed under unrelated titles."""
+        COMMON_CLUSTERS or more distinct clusters, or by two rows of one feed in different
+        clusters, or by a row of the entry's own feed under an unrelated title."""
         common = np.zeros(len(keys), dtype=bool)
         if not len(keys) or not len(self.paragraph_buckets.keys) and not self.paragraph_buckets._tail:
             return common
@@ -1130,22 +1130,24 @@ class DedupIndex:
         return common
 
     def _feed_template(self, rows: np.ndarray, facts: EntryFacts) -> bool:
-        """Whether one feed carries these rows' paragraph under two unrelated titles
-        (counting the entry of `facts`)."""
+        """Whether these rows' paragraph is a feed's template: one feed carries it in two
+        clusters, or the entry's own feed under a title unrelated to the entry's."""
         feeds = self.feed_ids[rows]
         known = feeds >= 0
-        feeds, titles = feeds[known], self.titles[rows[known]]
+        feeds, rows = feeds[known], rows[known]
         if facts.feed >= 0:
-            mine = feeds == facts.feed
-            if mine.any() and not related_titles(titles[mine], np.array(facts.title, dtype=np.uint64)).all():
+            mine = rows[feeds == facts.feed]
+            if len(mine) and not self._related(mine, facts).all():
                 return True
-        if len(np.unique(feeds)) == len(feeds):
-            return False
-        for feed in np.unique(feeds).tolist():  # rare: one feed carries it in several rows
-            same = titles[feeds == feed]
-            if len(same) > 1 and not related_titles(same[:, None], same[None, :]).all():
-                return True
-        return False
+        pairs = np.unique(feeds.astype(np.int64) << 32 | self.cluster_ids[rows])
+        return len(np.unique(pairs >> 32)) < len(pairs)
+
+    def _related(self, rows: np.ndarray, facts: EntryFacts) -> np.ndarray:
+        """Whether each row's title is related to the entry's (evidence.related_titles)
+        and their numbers do not conflict."""
+        title = np.array(facts.title, dtype=np.uint64)
+        related = related_titles(title, self.titles[rows], facts.words)
+        return related & ~numbers_conflict(self.number_keys[rows], facts.numbers)
 
     def matches(self, sig: Signature, seen: int) -> list[tuple[int, float]]:
         """(row, similarity) of every verified copy among the candidates."""
@@ -1156,11 +1158,8 @@ class DedupIndex:
         if facts.feed >= 0:  # one feed's entries under unrelated titles are different entries
             mine = self.feed_ids[rows] == facts.feed
             if mine.any():
-                mine[mine] = ~related_titles(self.titles[rows[mine]], np.array(facts.title, dtype=np.uint64))
+                mine[mine] = ~self._related(rows[mine], facts)
                 rows = rows[~mine]
-        if facts.numbers:  # titles that carry different numbers are different items
-            numbers = self.number_keys[rows]
-            rows = rows[(numbers == 0) | (numbers == facts.numbers)]
         if len(rows) == 0:
             return []
         sims = similarities(sig, self.sizes[rows], self.lede_sizes[rows], self.full[rows],

@@ -2,19 +2,26 @@
 its own. Pure functions of titles and texts; the dedup index (aggregator.dedup) applies
 them to the rows it holds.
 
-- **Titles within one feed.** Two entries of one feed whose titles are unrelated (neither
-  title's words all in the other) are different entries, however alike their texts:
-  podcast episodes that carry the show's description, incident reports or analyst notes
-  from one template. A feed that republishes its own post under a new guid keeps its
-  title, or adds to it ("UPDATED: ..."). The words are compared as 128-bit Bloom filters
-  (3 bits a word): no related pair is ever called unrelated; an unrelated pair that differs
-  in one word of a ten-word title passes for related ~1% of the time.
-- **Numbers in titles.** Titles that both carry numbers and not the same ones (episode
-  837 / 838, June 23 / June 24, "3 dead" / "4 dead") are different items, in any feeds.
+- **Titles within one feed.** Two entries of one feed whose titles are unrelated are
+  different entries, however alike their texts: podcast episodes that carry the show's
+  description, status reports or analyst notes from one template. Titles are related when
+  one's words are all in the other ("UPDATED: ..." over a re-post) or they share a word of
+  RELATED_WORD_CHARS or more letters (a follow-up under a new headline: "Teen shot and
+  killed in Chelsea" / "15-year-old identified in fatal Chelsea shooting"). Words are
+  compared through 128-bit Bloom filters (3 bits a word): a related pair is never called
+  unrelated; an unrelated one passes for related ~1% of the time. A template word that
+  titles share ("Interview with ...") makes them related: then their numbers and their
+  own text decide.
+- **Numbers in titles, within one feed.** Titles that both carry numbers, neither set
+  (with repeats) inside the other, are different entries: episode 837 / 838, "week of
+  June 5" / "June 12", "Part 1 of 2" / "Part 2 of 2"; "CBS 58 - ..." / "CBS 58 - ... at
+  37th St" are not. Across feeds, headlines are written apart ("3-year-old" / "toddler",
+  a station's "News 5"), and the text decides.
 - **Paragraphs everyone has.** A paragraph is common when the rows that carry it (inside
   the dedup window) belong to COMMON_CLUSTERS or more distinct clusters, or when one
-  feed carries it under two unrelated titles (its template: a sign-in widget, a cookie
-  notice). An entry is compared on the rest of its text: its own text.
+  feed carries it in two different clusters, or the entry's own feed carries it under
+  an unrelated title (a feed's template: a sign-in widget, a cookie notice, a show's
+  description). An entry is compared on the rest of its text: its own text.
 """
 
 from __future__ import annotations
@@ -33,14 +40,18 @@ _NUMBER = re.compile(r"\d+")
 COMMON_CLUSTERS = 3
 
 
+RELATED_WORD_CHARS = 4
+
+
 @dataclass(frozen=True)
 class EntryFacts:
-    """An entry's feed and title fingerprints (title_fingerprint), as the index keeps them
-    per row; feed -1 when unknown (then no rule that needs it applies)."""
+    """An entry's feed and title fingerprints (title_fingerprint); the index keeps feed,
+    title and numbers per row. Feed -1 when unknown (then no rule that needs it applies)."""
 
     feed: int = -1
     title: tuple[int, int] = (0, 0)  # Bloom filter of the title's words, two 64-bit halves
-    numbers: int = 0  # 0: no numbers in the title
+    numbers: int = 0  # Bloom filter of the title's numbers (with repeats); 0: none
+    words: tuple[tuple[int, int], ...] = ()  # the bits of each longer word (RELATED_WORD_CHARS)
 
 
 NO_FACTS = EntryFacts()
@@ -50,17 +61,25 @@ def _key(text: str) -> int:
     return zlib.crc32(text.encode("utf-8", "surrogatepass"))
 
 
+def _bits(h: int) -> int:
+    return 1 << (h & 127) | 1 << (h >> 7 & 127) | 1 << (h >> 14 & 127)
+
+
 def title_fingerprint(title: str) -> tuple[tuple[int, int], int]:
-    """(Bloom filter of the title's lower-cased words, key of the set of numbers it
-    carries or 0): titles that differ only in case and punctuation have equal ones."""
+    """(Bloom filter of the title's lower-cased words, Bloom filter of its numbers with
+    repeats, 0 for none): titles that differ only in case and punctuation have equal ones."""
     folded = title.casefold()
     bloom = 0
     for word in set(_WORD.findall(folded)):
-        h = _key(word)
-        bloom |= 1 << (h & 127) | 1 << (h >> 7 & 127) | 1 << (h >> 14 & 127)
-    numbers = sorted({int(n) for n in _NUMBER.findall(folded) if len(n) <= 18})
-    numbers_key = (_key(" ".join(map(str, numbers))) or 1) if numbers else 0
-    return (bloom & _HALF, bloom >> 64), numbers_key
+        bloom |= _bits(_key(word))
+    numbers = 0
+    seen: dict[int, int] = {}
+    for n in _NUMBER.findall(folded):
+        value = int(n[:18])
+        seen[value] = seen.get(value, 0) + 1
+        h = _key(f"{value}/{seen[value]}")
+        numbers |= 1 << (h & 63) | 1 << (h >> 6 & 63) | 1 << (h >> 12 & 63)
+    return (bloom & _HALF, bloom >> 64), numbers
 
 
 _HALF = (1 << 64) - 1
@@ -68,16 +87,31 @@ _HALF = (1 << 64) - 1
 
 def entry_facts(feed: int, title: str) -> EntryFacts:
     """The facts the index keeps about an entry of `feed` titled `title`."""
-    bloom, numbers_key = title_fingerprint(title)
-    return EntryFacts(feed, bloom, numbers_key)
+    bloom, numbers = title_fingerprint(title)
+    longer = {w for w in _WORD.findall(title.casefold()) if len(w) >= RELATED_WORD_CHARS and not w.isdigit()}
+    words = tuple((b & _HALF, b >> 64) for b in (_bits(_key(w)) for w in sorted(longer)))
+    return EntryFacts(feed, bloom, numbers, words)
 
 
-def related_titles(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise: whether title a's words are all in title b's or the other way round,
-    for (n, 2) uint64 Bloom filters (either may be one row, broadcast)."""
-    a_in_b = ((a & ~b) == 0).all(axis=-1)
-    b_in_a = ((b & ~a) == 0).all(axis=-1)
-    return a_in_b | b_in_a
+def related_titles(a: np.ndarray, b: np.ndarray, words: tuple[tuple[int, int], ...] = ()) -> np.ndarray:
+    """Row-wise, for (n, 2) uint64 Bloom filters (either may be one row, broadcast):
+    whether title a's words are all in title b's or the other way round, or b holds one of
+    `words` (the bits of a's longer words, EntryFacts.words)."""
+    related = ((a & ~b) == 0).all(axis=-1) | ((b & ~a) == 0).all(axis=-1)
+    for word in words:
+        mask = np.array(word, dtype=np.uint64)
+        related = related | ((b & mask) == mask).all(axis=-1)
+    return related
+
+
+def numbers_conflict(a: np.ndarray | int, b: int) -> np.ndarray:
+    """Whether two titles' numbers (title_fingerprint's filters) are both there and
+    neither set is inside the other."""
+    a = np.asarray(a, dtype=np.uint64)
+    b_ = np.uint64(b)
+    if not b:
+        return np.zeros(a.shape, dtype=bool)
+    return (a != 0) & ((a & ~b_) != 0) & ((b_ & ~a) != 0)
 
 
 def paragraphs(text: str) -> list[str]:

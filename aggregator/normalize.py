@@ -390,18 +390,30 @@ def normalize_entry(entry: RawEntry, now: datetime) -> Item:
 
 def normalize_entries(entries: Iterable[RawEntry], now: datetime) -> tuple[Item, ...]:
     """Items of a feed, first occurrence winning when a feed repeats a key; links told
-    apart only by their fragment keep it; paragraphs the feed repeats across entries
-    (its template) are removed from every entry."""
+    apart only by their fragment keep it, links several entries share are marked; the
+    paragraphs the feed repeats across entries (its template) are removed from every entry."""
     seen: dict[str, Item] = {}
     for entry in entries:
         item = normalize_entry(entry, now)
         if item.title or item.text:
             seen.setdefault(item.key, item)
-    items = with_entry_fragments(list(seen.values()))
+    items = with_shared_links_marked(with_entry_fragments(list(seen.values())))
     template = repeated_paragraphs((i.title, i.text) for i in items)
     if template:
         items = [_without(i, template) for i in items]
     return tuple(items)
+
+
+def with_shared_links_marked(items: list[Item]) -> list[Item]:
+    """A link several entries of one document share (the blog's feed URL on every link
+    post, a section page, a redirector) names none of them: marked, so it is no exact key."""
+    counts: dict[str, int] = {}
+    for item in items:
+        if item.canonical_url:
+            counts[item.canonical_url] = counts.get(item.canonical_url, 0) + 1
+    if all(n == 1 for n in counts.values()):
+        return items
+    return [replace(i, shared_link=True) if i.canonical_url and counts[i.canonical_url] > 1 else i for i in items]
 
 
 def _without(item: Item, template: frozenset[str]) -> Item:

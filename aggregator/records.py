@@ -50,6 +50,7 @@ class Item:
     published: datetime  # UTC; first-seen time when the feed gives no date
     updated: datetime | None
     content_hash: str
+    shared_link: bool = False  # other entries of its feed document have the same link
 
 
 @dataclass(frozen=True)

@@ -30,11 +30,11 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
 WAL_PAGES = 10_000
 CACHE_KIB = 65_536  # page cache per connection (64 MB); allocated as used
-# What the dedup index keeps of an item (ClusterStore.signatures_since); a row signed before
-# migration 011 has its own body where it has any text.
+# What the dedup index keeps of an item (ClusterStore.signatures_since); for a row signed
+# before migration 011 the link is a key, and the content hash where there is any text.
 _INDEXED_COLUMNS = """i.id, i.cluster_id, i.first_seen_at, s.kind, s.size, s.lede_size, s.full, s.lede,
     i.canonical_url, i.content_hash, i.feed_id, i.title, s.paragraphs,
-    coalesce(s.own_body, length(i.text) > 0)"""
+    coalesce(s.exact_keys, 2 | (length(i.text) > 0))"""
 SEARCH_BATCH = 20_000  # items added to the full-text index per transaction (aggregator/migrations/008)
 SEARCH_MERGE_SECONDS = 2.0  # at most this long merging index segments in maintain()
 _MIGRATION_NAME = re.compile(r"^(\d+)_[\w-]+\.sql$")
@@ -450,16 +450,16 @@ class ClusterStore:
              for cid, item_id, published in singletons],
         )  # fmt: skip
 
-    def save_signatures(self, signatures: Iterable[tuple[int, Any, Any, bool]]) -> None:
-        """(item id, dedup.Signature, paragraph keys (uint32 array), own body) tuples."""
+    def save_signatures(self, signatures: Iterable[tuple[int, Any, Any, int]]) -> None:
+        """(item id, dedup.Signature, paragraph keys (uint32 array), exact-key flags) tuples."""
         rows = []
-        for item_id, sig, paragraphs, own_body in signatures:
+        for item_id, sig, paragraphs, flags in signatures:
             full, lede = sig.to_blobs()
             blob = paragraphs.astype("<u4").tobytes() if len(paragraphs) else None
-            rows.append((item_id, sig.kind, sig.size, sig.lede_size, full, lede, blob, int(own_body)))
+            rows.append((item_id, sig.kind, sig.size, sig.lede_size, full, lede, blob, flags))
         self.conn.executemany(
             "INSERT OR REPLACE INTO signatures (item_id, kind, size, lede_size, full, lede, "
-            "paragraphs, own_body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "paragraphs, exact_keys) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
 

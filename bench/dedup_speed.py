@@ -8,11 +8,11 @@ a few words changed), edited (a sentence dropped, ~8% of words changed) or trunc
 (the first 40-60 words and "…").
 
 Measured, for each size (10k and 100k items; --quick: 2k):
-  (a) in memory: shingle + sign + LSH query + verify + choose cluster + index add, with
-      aggregator.dedup's Signer, DedupIndex and choose_cluster directly, and the exact
-      shortcut's keys (canonical URL, content hash) looked up in the same query, as
-      Clusterer does; items are signed BATCH at a time (Signer.sign_many, as one feed's
-      new entries are) and placed one by one;
+  (a) in memory: shingle + sign + common paragraphs + LSH query + verify + choose cluster
+      + index add, with aggregator.dedup's Signer and DedupIndex and the per-item decision
+      Clusterer makes (clustering.decide: own text, exact shortcut keys looked up in the
+      same query, the feed and title rules); items are signed BATCH at a time
+      (Signer.sign_many, as one feed's new entries are) and placed one by one;
   (b) with SQLite: the real Clusterer.assign() against a real Store in a temp dir, items
       written with store.insert_items in batches of 50, one transaction per batch ("feed");
       the figure covers the whole transaction (insert + assign + commit) and the full-text
@@ -53,9 +53,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aggregator.clustering import Clusterer, exact_keys  # noqa: E402
+from aggregator.clustering import Clusterer, Placement, decide, exact_keys  # noqa: E402
 from aggregator.config import DedupSettings  # noqa: E402
-from aggregator.dedup import DedupIndex, Signer, choose_cluster, word_shingles, words  # noqa: E402
+from aggregator.dedup import DedupIndex, Signer, word_shingles, words  # noqa: E402
+from aggregator.evidence import entry_facts, paragraph_keys  # noqa: E402
 from aggregator.normalize import content_hash  # noqa: E402
 from aggregator.records import Item  # noqa: E402
 from aggregator.store import Store  # noqa: E402
@@ -172,21 +173,19 @@ def run_memory(items: list[BenchItem], settings: DedupSettings, seen: int) -> di
     next_cluster = 1
     urls = [item_url(i) for i in range(len(items))]
     hashes = [content_hash(it.title, it.text) for it in items]  # computed by normalize, not here
+    published = datetime.fromtimestamp(seen, UTC)
     started = time.perf_counter()
     sigs: list = []
-    for i in range(len(items)):
+    for i, it in enumerate(items):
         if i % BATCH == 0:
             sigs = signer.sign_many([(x.title, x.text) for x in items[i : i + BATCH]])
-        sig = sigs[i % BATCH]
-        keys = exact_keys(urls[i], hashes[i])
-        same, matches = index.find(sig, seen, keys)
-        if same is not None:
-            cluster = int(index.cluster_ids[same])
-        elif choice := choose_cluster(matches, {r: int(index.cluster_ids[r]) for r, _ in matches}):
-            cluster = choice[0]
+        w = Placement(i, (i // BATCH) % FEEDS + 1, urls[i], hashes[i], published, seen, sigs[i % BATCH], it.title, it.text)
+        d = decide(index, signer, w)
+        if d.cluster is not None:
+            cluster = d.cluster
         else:
             cluster, next_cluster = next_cluster, next_cluster + 1
-        index.add(i, cluster, seen, sig, keys)
+        index.add(i, cluster, seen, d.signature, d.exact, d.facts, d.paragraphs)
         cluster_of.append(cluster)
     elapsed = time.perf_counter() - started
     return {
@@ -298,7 +297,9 @@ def run_index_memory(items: list[BenchItem], settings: DedupSettings, seen: int)
         k = len(chunk)
         index.add_many(np.arange(start, start + k), np.arange(start, start + k),
                        np.full(k, seen, dtype=np.int64), chunk, bulk=True,
-                       exact=exact[start : start + k])  # fmt: skip
+                       exact=exact[start : start + k],
+                       facts=[entry_facts(1 + j % FEEDS, it.title) for j, it in enumerate(items[start : start + k], start)],
+                       paragraphs=[paragraph_keys(it.text) for it in items[start : start + k]])  # fmt: skip
     index.finish_bulk()
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()

@@ -25,7 +25,13 @@ from feedserver import FeedServer, Route
 from aggregator.app import fetch_all
 from aggregator.config import DedupSettings, parse_config
 from aggregator.dedup import DedupIndex, Signer
-from aggregator.evidence import entry_facts, paragraph_keys, related_titles, title_fingerprint
+from aggregator.evidence import (
+    entry_facts,
+    numbers_conflict,
+    paragraph_keys,
+    related_titles,
+    title_fingerprint,
+)
 from aggregator.normalize import normalize_entries
 from aggregator.records import RawEntry
 from aggregator.store import Store
@@ -199,16 +205,22 @@ def test_fragments_kept_only_where_they_tell_entries_apart() -> None:
 
 def test_title_fingerprints() -> None:
     def related(a: str, b: str) -> bool:
-        fa, fb = (np.array(title_fingerprint(t)[0], dtype=np.uint64) for t in (a, b))
-        return bool(related_titles(fa, fb))
+        fa, fb = entry_facts(1, a), entry_facts(1, b)
+        return bool(related_titles(np.array(fa.title, dtype=np.uint64), np.array(fb.title, dtype=np.uint64), fa.words))
+
+    def conflict(a: str, b: str) -> bool:
+        return bool(numbers_conflict(title_fingerprint(a)[1], title_fingerprint(b)[1]))
 
     assert related("Episode 837: tides", "EPISODE 837 — Tides!")
     assert related("Bridge to close", "UPDATED: Bridge to close")
-    assert not related("Interview with Alice Smith", "Interview with Bob Jones")
+    assert related("Teen shot and killed in Chelsea", "15-year-old identified in fatal Chelsea shooting")
+    assert not related("Episode 837: Alice Smith on tides", "Harbour regulars: the net mender")
+    assert not related("Elevated error rates on the booking site", "Delayed ticket emails")
     assert related("", "anything at all")  # an untitled entry says nothing against
-    assert title_fingerprint("Part 1 of 2")[1] != title_fingerprint("Part 2 of 2")[1]
-    assert title_fingerprint("Week 05") [1] == title_fingerprint("week 5")[1] != 0
-    assert title_fingerprint("No numbers here")[1] == 0
+    assert conflict("Part 1 of 2", "Part 2 of 2") and conflict("Episode 837", "Episode 838")
+    assert conflict("Events calendar: week of June 5", "Events calendar: week of June 12")
+    assert not conflict("Week 05", "week 5") and not conflict("No numbers", "Part 2")
+    assert not conflict("CBS 58 - Second suspect charged at 37th St", "CBS 58 - Police investigate")
 
 
 def _index_with(rows: list[tuple[int, int, str, str]]) -> tuple[DedupIndex, Signer]:

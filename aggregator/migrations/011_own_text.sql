@@ -1,6 +1,7 @@
 -- What the dedup index needs to tell an item's own text from text many items share
--- (aggregator/evidence.py): the keys of its paragraphs, and whether any text of its own
--- is left (else its content hash is no exact key). NULL for items signed before: they
--- carry no paragraph keys, and their own body is "has any text".
+-- (aggregator/evidence.py): the keys of its paragraphs, and which of its exact keys count
+-- (1: its content hash, when any text of its own is left; 2: its link, unless other
+-- entries of its feed share it). NULL for items signed before: no paragraph keys; the
+-- content hash counts when the item has any text, the link always.
 ALTER TABLE signatures ADD COLUMN paragraphs BLOB;
-ALTER TABLE signatures ADD COLUMN own_body INTEGER;
+ALTER TABLE signatures ADD COLUMN exact_keys INTEGER;
