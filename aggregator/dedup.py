@@ -843,6 +843,7 @@ class DedupIndex:
         self.exact = np.zeros((capacity, 2), dtype=np.uint64)  # exact keys: URL, content hash
         self.feed_ids = np.full(capacity, -1, dtype=np.int32)
         self.titles = np.zeros((capacity, 2), dtype=np.uint64)  # Bloom filters of title words
+        self.stems = np.zeros((capacity, 2), dtype=np.uint64)  # ... and of their stems
         self.number_keys = np.zeros(capacity, dtype=np.uint64)  # Bloom filters of title numbers
         # row r's paragraph keys are paragraph_keys[paragraph_at[r] : paragraph_at[r + 1]]
         self.paragraph_keys = np.zeros(capacity, dtype=np.uint32)
@@ -854,7 +855,7 @@ class DedupIndex:
             return
         new_cap = max(needed, capacity * 2)
         for name in ("item_ids", "cluster_ids", "seen", "kinds", "alive", "sizes", "lede_sizes", "full", "lede", "exact",
-                     "feed_ids", "titles", "number_keys"):  # fmt: skip
+                     "feed_ids", "titles", "stems", "number_keys"):  # fmt: skip
             arr = getattr(self, name)
             grown = np.zeros((new_cap, *arr.shape[1:]), dtype=arr.dtype)
             grown[: self.n] = arr[: self.n]
@@ -904,6 +905,7 @@ class DedupIndex:
         if facts is not None:
             self.feed_ids[rows] = [f.feed for f in facts]
             self.titles[rows] = np.array([f.title for f in facts], dtype=np.uint64).reshape(-1, 2)
+            self.stems[rows] = np.array([f.stems for f in facts], dtype=np.uint64).reshape(-1, 2)
             self.number_keys[rows] = [f.numbers for f in facts]
         for i, sig in zip(rows.tolist(), sigs, strict=True):
             self.kinds[i] = sig.kind
@@ -973,7 +975,7 @@ class DedupIndex:
         self.alive[row] = True
         self.kinds[row], self.sizes[row], self.full[row] = sig.kind, sig.size, sig.full
         self.feed_ids[row], self.number_keys[row] = facts.feed, facts.numbers
-        self.titles[row] = facts.title
+        self.titles[row], self.stems[row] = facts.title, facts.stems
         self._add_paragraphs(paragraphs if paragraphs is not None else _NO_PARAGRAPHS)
         if paragraphs is not None and len(paragraphs):
             self.paragraph_buckets.add_one(np.unique(paragraphs), row)
@@ -1146,7 +1148,7 @@ class DedupIndex:
         """Whether each row's title is related to the entry's (evidence.related_titles)
         and their numbers do not conflict."""
         title = np.array(facts.title, dtype=np.uint64)
-        related = related_titles(title, self.titles[rows], facts.words)
+        related = related_titles(title, self.titles[rows], facts.words, self.stems[rows])
         return related & ~numbers_conflict(self.number_keys[rows], facts.numbers)
 
     def matches(self, sig: Signature, seen: int) -> list[tuple[int, float]]:
@@ -1174,7 +1176,7 @@ class DedupIndex:
             self.item_ids.itemsize + self.cluster_ids.itemsize + self.seen.itemsize
             + self.kinds.itemsize + self.alive.itemsize + self.sizes.itemsize
             + self.lede_sizes.itemsize + self.full[0].nbytes + self.lede[0].nbytes + self.exact[0].nbytes
-            + self.feed_ids.itemsize + self.titles[0].nbytes + self.number_keys.itemsize
+            + self.feed_ids.itemsize + self.titles[0].nbytes + self.stems[0].nbytes + self.number_keys.itemsize
             + self.paragraph_at.itemsize
         )  # fmt: skip
         paragraphs = 4 * int(self.paragraph_at[self.n])

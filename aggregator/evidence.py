@@ -5,9 +5,10 @@ them to the rows it holds.
 - **Titles within one feed.** Two entries of one feed whose titles are unrelated are
   different entries, however alike their texts: podcast episodes that carry the show's
   description, status reports or analyst notes from one template. Titles are related when
-  one's words are all in the other ("UPDATED: ..." over a re-post) or they share a word of
-  RELATED_WORD_CHARS or more letters (a follow-up under a new headline: "Teen shot and
-  killed in Chelsea" / "15-year-old identified in fatal Chelsea shooting"). Words are
+  one's words are all in the other ("UPDATED: ..." over a re-post) or they share the first
+  RELATED_WORD_CHARS letters of a word that long (a follow-up under a new headline: "Teen
+  shot and killed in Chelsea" / "15-year-old identified in fatal Chelsea shooting";
+  "4 injured" / "injures 4"; "Teens" / "Teen"). Words are
   compared through 128-bit Bloom filters (3 bits a word): a related pair is never called
   unrelated; an unrelated one passes for related ~1% of the time. A template word that
   titles share ("Interview with ...") makes them related: then their numbers and their
@@ -51,7 +52,8 @@ class EntryFacts:
     feed: int = -1
     title: tuple[int, int] = (0, 0)  # Bloom filter of the title's words, two 64-bit halves
     numbers: int = 0  # Bloom filter of the title's numbers (with repeats); 0: none
-    words: tuple[tuple[int, int], ...] = ()  # the bits of each longer word (RELATED_WORD_CHARS)
+    stems: tuple[int, int] = (0, 0)  # Bloom filter of its longer words' first letters
+    words: tuple[tuple[int, int], ...] = ()  # the bits of each of those stems
 
 
 NO_FACTS = EntryFacts()
@@ -88,19 +90,26 @@ _HALF = (1 << 64) - 1
 def entry_facts(feed: int, title: str) -> EntryFacts:
     """The facts the index keeps about an entry of `feed` titled `title`."""
     bloom, numbers = title_fingerprint(title)
-    longer = {w for w in _WORD.findall(title.casefold()) if len(w) >= RELATED_WORD_CHARS and not w.isdigit()}
-    words = tuple((b & _HALF, b >> 64) for b in (_bits(_key(w)) for w in sorted(longer)))
-    return EntryFacts(feed, bloom, numbers, words)
+    stems = {w[:RELATED_WORD_CHARS] for w in _WORD.findall(title.casefold())
+             if len(w) >= RELATED_WORD_CHARS and not w.isdigit()}  # fmt: skip
+    bits = [_bits(_key(s)) for s in sorted(stems)]
+    union = 0
+    for b in bits:
+        union |= b
+    return EntryFacts(feed, bloom, numbers, (union & _HALF, union >> 64), tuple((b & _HALF, b >> 64) for b in bits))
 
 
-def related_titles(a: np.ndarray, b: np.ndarray, words: tuple[tuple[int, int], ...] = ()) -> np.ndarray:
+def related_titles(
+    a: np.ndarray, b: np.ndarray, words: tuple[tuple[int, int], ...] = (), b_stems: np.ndarray | None = None
+) -> np.ndarray:
     """Row-wise, for (n, 2) uint64 Bloom filters (either may be one row, broadcast):
-    whether title a's words are all in title b's or the other way round, or b holds one of
-    `words` (the bits of a's longer words, EntryFacts.words)."""
+    whether title a's words are all in title b's or the other way round, or b's stems
+    (EntryFacts.stems) hold one of `words` (the bits of a's stems, EntryFacts.words)."""
     related = ((a & ~b) == 0).all(axis=-1) | ((b & ~a) == 0).all(axis=-1)
-    for word in words:
-        mask = np.array(word, dtype=np.uint64)
-        related = related | ((b & mask) == mask).all(axis=-1)
+    if b_stems is not None:
+        for word in words:
+            mask = np.array(word, dtype=np.uint64)
+            related = related | ((b_stems & mask) == mask).all(axis=-1)
     return related
 
 

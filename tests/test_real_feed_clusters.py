@@ -206,7 +206,8 @@ def test_fragments_kept_only_where_they_tell_entries_apart() -> None:
 def test_title_fingerprints() -> None:
     def related(a: str, b: str) -> bool:
         fa, fb = entry_facts(1, a), entry_facts(1, b)
-        return bool(related_titles(np.array(fa.title, dtype=np.uint64), np.array(fb.title, dtype=np.uint64), fa.words))
+        return bool(related_titles(np.array(fa.title, dtype=np.uint64), np.array(fb.title, dtype=np.uint64), fa.words,
+                                   np.array(fb.stems, dtype=np.uint64)))  # fmt: skip
 
     def conflict(a: str, b: str) -> bool:
         return bool(numbers_conflict(title_fingerprint(a)[1], title_fingerprint(b)[1]))
@@ -214,6 +215,7 @@ def test_title_fingerprints() -> None:
     assert related("Episode 837: tides", "EPISODE 837 — Tides!")
     assert related("Bridge to close", "UPDATED: Bridge to close")
     assert related("Teen shot and killed in Chelsea", "15-year-old identified in fatal Chelsea shooting")
+    assert related("Teens ID'd in double fatal shooting", "Teen sustained wound: Police")
     assert not related("Episode 837: Alice Smith on tides", "Harbour regulars: the net mender")
     assert not related("Elevated error rates on the booking site", "Delayed ticket emails")
     assert related("", "anything at all")  # an untitled entry says nothing against
