@@ -697,6 +697,15 @@ class _Buckets:
         self._tail_keys.append(keys.reshape(-1))
         self._tail_rows.append(np.repeat(rows.astype(np.int32), keys.shape[1]))
 
+    def holds_any(self, keys: np.ndarray) -> bool:
+        """Whether any of `keys` has a row (cheaper than query when most keys have none)."""
+        if self._tail and not self._tail.keys().isdisjoint(keys.tolist()):
+            return True
+        if not len(self.keys):
+            return False
+        at = np.searchsorted(self.keys, keys)
+        return bool((self.keys[np.minimum(at, len(self.keys) - 1)] == keys).any())
+
     def add_flat(self, keys: np.ndarray, rows: np.ndarray) -> None:
         """Bulk add of (key, row) pairs, any number of keys per row; queryable after merge()."""
         self._tail_keys.append(keys.astype(np.uint32))
@@ -914,11 +923,23 @@ class DedupIndex:
             if sig.lede is not None:
                 self.lede[i] = sig.lede
                 self.lede_sizes[i] = sig.lede_size
-        for i in range(count):
-            self._add_paragraphs(paragraphs[i] if paragraphs is not None else _NO_PARAGRAPHS)
-            self.n += 1
+        self._add_many_paragraphs(paragraphs or [_NO_PARAGRAPHS] * count)
+        self.n += count
         self._index_rows(rows, bulk)
         return rows
+
+    def _add_many_paragraphs(self, paragraphs: list[np.ndarray]) -> None:
+        """Append the paragraph keys of rows self.n, self.n + 1, ... (before they are counted)."""
+        end = int(self.paragraph_at[self.n])
+        counts = np.fromiter(map(len, paragraphs), dtype=np.int64, count=len(paragraphs))
+        total = int(counts.sum())
+        if end + total > len(self.paragraph_keys):
+            grown = np.zeros(max(end + total, 2 * len(self.paragraph_keys)), dtype=np.uint32)
+            grown[:end] = self.paragraph_keys[:end]
+            self.paragraph_keys = grown
+        if total:
+            self.paragraph_keys[end : end + total] = np.concatenate(paragraphs)
+        self.paragraph_at[self.n + 1 : self.n + 1 + len(paragraphs)] = end + np.cumsum(counts)
 
     def _index_rows(self, rows: np.ndarray, bulk: bool) -> None:
         keys = self.full_bands.band_keys(self.full[rows], self.kinds[rows])
@@ -930,14 +951,12 @@ class DedupIndex:
             for column in (0, 1)
             if len(with_key := rows[self.exact[rows, column] != 0])
         ]  # fmt: skip
-        filed = [(np.unique(p), row) for row in rows.tolist()
-                 if len(p := self.paragraph_keys[self.paragraph_at[row] : self.paragraph_at[row + 1]])]  # fmt: skip
+        starts, ends = self.paragraph_at[rows], self.paragraph_at[rows + 1]
         if bulk:
-            if filed:
-                self.paragraph_buckets.add_flat(
-                    np.concatenate([k for k, _ in filed]),
-                    np.concatenate([np.full(len(k), row, dtype=np.int32) for k, row in filed]),
-                )
+            # each row's distinct keys, as add_one files them (one sort over all (row, key) pairs)
+            pairs = np.unique(np.repeat(rows.astype(np.int64), ends - starts) << 32
+                              | self.paragraph_keys[_ranges(starts, ends)].astype(np.int64))  # fmt: skip
+            self.paragraph_buckets.add_flat((pairs & 0xFFFFFFFF).astype(np.uint32), pairs >> 32)
             self.buckets.add(keys, rows)
             if lede_keys is not None:
                 self.buckets.add(lede_keys, words_rows)
@@ -952,8 +971,9 @@ class DedupIndex:
         for column_keys, with_key in exact_keys:
             for key_row, row in zip(column_keys, with_key.tolist(), strict=True):
                 self.buckets.add_one(key_row, row)
-        for paragraph_keys, row in filed:
-            self.paragraph_buckets.add_one(paragraph_keys, row)
+        for row, start, end in zip(rows.tolist(), starts.tolist(), ends.tolist(), strict=True):
+            if end > start:
+                self.paragraph_buckets.add_one(np.unique(self.paragraph_keys[start:end]), row)
 
     def add(
         self,
@@ -1110,7 +1130,7 @@ class DedupIndex:
         COMMON_CLUSTERS or more distinct clusters, or by two rows of one feed in different
         clusters, or by a row of the entry's own feed under an unrelated title."""
         common = np.zeros(len(keys), dtype=bool)
-        if not len(keys) or not len(self.paragraph_buckets.keys) and not self.paragraph_buckets._tail:
+        if not len(keys) or not self.paragraph_buckets.holds_any(keys):  # the usual case
             return common
         wanted = np.unique(keys)
         rows = self._live_rows(self.paragraph_buckets.query(wanted), seen)
