@@ -64,11 +64,6 @@ def _key(text: str) -> int:
     return zlib.crc32(text.encode("utf-8", "surrogatepass"))
 
 
-def _bits(h: int) -> int:
-    """Three of 128 bit positions for a hash value."""
-    return 1 << (h & 127) | 1 << (h >> 7 & 127) | 1 << (h >> 14 & 127)
-
-
 # Title filters live only in the memory of the process that built them (the index is
 # rebuilt from titles at start-up), so Python's own string hash serves: it is cached on the
 # string and ~20x cheaper than encoding and hashing each word.
@@ -92,13 +87,15 @@ def entry_facts(feed: int, title: str) -> EntryFacts:
     folded = title.casefold()
     bloom = stem_union = 0
     stems: dict[str, int] = {}
-    for word in set(_WORD.findall(folded)):
-        bloom |= _bits(hash(word))
+    for word in _WORD.findall(folded):  # 3 of 128 bits a word, and a stem
+        h = hash(word)
+        bloom |= 1 << (h & 127) | 1 << (h >> 7 & 127) | 1 << (h >> 14 & 127)
         if len(word) >= RELATED_WORD_CHARS and not word.isdigit():
             stem = word[:RELATED_WORD_CHARS]
             if stem not in stems:
-                stems[stem] = _bits(hash(stem))
-                stem_union |= stems[stem]
+                h = hash(stem)
+                stems[stem] = bits = 1 << (h & 127) | 1 << (h >> 7 & 127) | 1 << (h >> 14 & 127)
+                stem_union |= bits
     numbers = 0
     if _DIGIT.search(folded):
         seen: dict[int, int] = {}
