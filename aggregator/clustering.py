@@ -38,7 +38,7 @@ import numpy as np
 
 from .config import DedupSettings
 from .dedup import DedupIndex, Signature, Signer, choose_cluster, exact_key
-from .evidence import EntryFacts, entry_facts, own_text, paragraph_keys
+from .evidence import EntryFacts, own_text, paragraph_keys
 from .records import Item
 from .store import (
     ClusterStore,
@@ -84,7 +84,7 @@ class Decision:
 
 def decide(index: DedupIndex, signer: Signer, w: Placement) -> Decision:
     """The cluster an item joins (see the module docstring), from the index as it is."""
-    facts = entry_facts(w.feed_id, w.title)
+    facts = EntryFacts(w.feed_id, w.title)
     sig, own_body = w.signature, bool(w.text)
     paragraphs = paragraph_keys(w.text)
     if len(paragraphs):
@@ -199,7 +199,7 @@ class Clusterer:
                 sigs,
                 bulk=bulk,
                 exact=np.array([exact_keys(r[8], r[9], r[13]) for r in rows], dtype=np.uint64),
-                facts=[entry_facts(r[10], r[11]) for r in rows],
+                facts=[EntryFacts(r[10], r[11]) for r in rows],
                 paragraphs=[_paragraphs(r[12]) for r in rows],
             )
             loaded += len(rows)

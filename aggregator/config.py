@@ -51,6 +51,9 @@ class DigestSettings:
     tags: tuple[str, ...] = ()  # only stories from feeds with one of these tags
     format: str = "atom"  # format of the file at settings.digest_path: atom | rss | json
     title: str = "aggregator digest"
+    # ranking (aggregator/ranking.py): score = rank_sources × log2(outlets) − age / rank_recency
+    rank_sources: float = 1.0
+    rank_recency: float = 12 * 3600
 
 
 @dataclass(frozen=True)
@@ -253,8 +256,14 @@ def _digest(loader: yaml.SafeLoader, where: _Where, node: yaml.Node) -> DigestSe
     for name, (_, value_node) in _mapping(node, where).items():
         raw = _scalar(loader, value_node)
         try:
-            if name == "window":
+            if name in ("window", "rank_recency"):
                 values[name] = parse_duration(raw)
+                if values[name] <= 0:
+                    raise ValueError(f"{raw!r} must be longer than 0s")
+            elif name == "rank_sources":
+                if not isinstance(raw, int | float) or isinstance(raw, bool) or raw < 0:
+                    raise ValueError(f"{raw!r} must be a number >= 0")
+                values[name] = float(raw)
             elif name in ("max_entries", "min_size"):
                 if not isinstance(raw, int) or isinstance(raw, bool) or raw <= 0:
                     raise ValueError(f"{raw!r} must be a whole number > 0")

@@ -21,7 +21,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import random
 import signal
 from datetime import timedelta
 from pathlib import Path
@@ -31,8 +30,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from .app import Pipeline
 from .config import Config, database_path, load_config
 from .errors import ConfigError, StoreError
-from .publish import DigestCache, publish
-from .schedule import first_fetch_at
+from .publish import DigestCache, page_snapshot, publish
 from .serve import DigestServer
 from .store import (
     Store,
@@ -43,6 +41,7 @@ from .store import (
     schedule_new_feeds,
 )  # fmt: skip
 from .timeutil import iso, utcnow
+from .webview import DigestSnapshot, PageFilter
 
 log = logging.getLogger("aggregator.daemon")
 SHUTDOWN_GRACE = 8.0  # seconds in-flight work gets after SIGTERM (we promise exit within 10)
@@ -81,11 +80,10 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 
 
 class Daemon:
-    def __init__(self, config: Config, store: Store, *, once: bool = False, seed: int | None = None):
+    def __init__(self, config: Config, store: Store, *, once: bool = False):
         self.config = config
         self.store = store
         self.once = once
-        self.rng = random.Random(seed)
         self.pipeline = Pipeline.start(config, store)
         log.info("dedup index rebuilt: %d items in %.2fs",
                  len(self.pipeline.clusterer.index), self.pipeline.clusterer.rebuild_seconds)  # fmt: skip
@@ -105,18 +103,13 @@ class Daemon:
     def _sync(self) -> None:
         feeds = self.store.sync_feeds(self.config, utcnow())
         now = utcnow()
-        new = {}
-        for f in feeds:
-            if f.next_fetch_at is None:
-                interval = f.interval_s or self.config.settings.interval
-                new[f.id] = now if self.once else first_fetch_at(now, interval, self.rng)
+        # a feed never fetched is fetched now, as Miniflux and FreshRSS do when one is
+        # added (the poll's concurrency limits bound the rush); also one an earlier
+        # version scheduled for later
+        new = {f.id: now for f in feeds if f.last_fetch_at is None and (f.next_fetch_at is None or f.next_fetch_at > now)}
         if new:
             schedule_new_feeds(self.store, new)
-            if not self.once:
-                first = min(new.values())
-                last = max(new.values())
-                log.info("%d new feeds: first fetches spread from %s to %s (run `aggregator "
-                         "fetch` to fetch everything now)", len(new), iso(first), iso(last))  # fmt: skip
+            log.info("%d new feed%s: fetching now", len(new), "" if len(new) == 1 else "s")
 
     def request_reload(self) -> None:
         self._reload_requested = True
@@ -194,6 +187,14 @@ class Daemon:
             log.error("cannot write the digest to %s: %s", self.config.settings.digest_path, exc)
         self._update_health()
 
+    def _page_query(self, where: PageFilter) -> DigestSnapshot:
+        """The web page's filters, in the server's thread, on a connection of its own."""
+        store = Store.open(self.store.path)
+        try:
+            return page_snapshot(store, self.config.settings.digest, where, utcnow())
+        finally:
+            store.close()
+
     def _update_health(self) -> None:
         self.cache.health = {"status": "ok", "last_poll": self.last_poll, **health(self.store)}
 
@@ -238,7 +239,7 @@ class Daemon:
         address = settings.http_address()
         if address:
             try:
-                self.server = DigestServer(address, self.cache).start()
+                self.server = DigestServer(address, self.cache, self._page_query).start()
             except OSError as exc:
                 raise StoreError(
                     f"cannot serve the digest on {settings.http}: {exc.strerror}; "

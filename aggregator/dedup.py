@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import DedupSettings
-from .evidence import COMMON_CLUSTERS, NO_FACTS, EntryFacts, numbers_conflict, related_titles
+from .evidence import COMMON_CLUSTERS, NO_FACTS, EntryFacts, may_be_one_entry
 
 WORD = re.compile(r"\w+")
 KIND_WORDS = 0
@@ -851,9 +851,8 @@ class DedupIndex:
         self.lede = np.zeros((capacity, s.lede_num_perm), dtype=_U32)
         self.exact = np.zeros((capacity, 2), dtype=np.uint64)  # exact keys: URL, content hash
         self.feed_ids = np.full(capacity, -1, dtype=np.int32)
-        self.titles = np.zeros((capacity, 2), dtype=np.uint64)  # Bloom filters of title words
-        self.stems = np.zeros((capacity, 2), dtype=np.uint64)  # ... and of their stems
-        self.number_keys = np.zeros(capacity, dtype=np.uint64)  # Bloom filters of title numbers
+        self.titles: list[str] = []  # per row; compared only for rows of the entry's own feed
+        self._title_bytes = 0
         # row r's paragraph keys are paragraph_keys[paragraph_at[r] : paragraph_at[r + 1]]
         self.paragraph_keys = np.zeros(capacity, dtype=np.uint32)
         self.paragraph_at = np.zeros(capacity + 1, dtype=np.int64)
@@ -864,7 +863,7 @@ class DedupIndex:
             return
         new_cap = max(needed, capacity * 2)
         for name in ("item_ids", "cluster_ids", "seen", "kinds", "alive", "sizes", "lede_sizes", "full", "lede", "exact",
-                     "feed_ids", "titles", "stems", "number_keys"):  # fmt: skip
+                     "feed_ids"):  # fmt: skip
             arr = getattr(self, name)
             grown = np.zeros((new_cap, *arr.shape[1:]), dtype=arr.dtype)
             grown[: self.n] = arr[: self.n]
@@ -911,11 +910,10 @@ class DedupIndex:
         self.alive[rows] = True
         if exact is not None:
             self.exact[rows] = exact
-        if facts is not None:
-            self.feed_ids[rows] = [f.feed for f in facts]
-            self.titles[rows] = np.array([f.title for f in facts], dtype=np.uint64).reshape(-1, 2)
-            self.stems[rows] = np.array([f.stems for f in facts], dtype=np.uint64).reshape(-1, 2)
-            self.number_keys[rows] = [f.numbers for f in facts]
+        facts = facts or [NO_FACTS] * count
+        self.feed_ids[rows] = [f.feed for f in facts]
+        self.titles.extend(f.title for f in facts)
+        self._title_bytes += sum(len(f.title) for f in facts) + 57 * count  # str objects, roughly
         for i, sig in zip(rows.tolist(), sigs, strict=True):
             self.kinds[i] = sig.kind
             self.sizes[i] = sig.size
@@ -987,15 +985,16 @@ class DedupIndex:
     ) -> int:
         """Index one item (online): its row becomes a candidate for the next query.
         `exact`: its exact keys (URL, content hash; 0 for none); `facts` and `paragraphs`
-        (evidence.entry_facts, evidence.paragraph_keys) for the rules of find() and
+        (evidence.EntryFacts, evidence.paragraph_keys) for the rules of find() and
         common_paragraphs()."""
         row = self.n
         self._grow(row + 1)
         self.item_ids[row], self.cluster_ids[row], self.seen[row] = item_id, cluster_id, seen
         self.alive[row] = True
         self.kinds[row], self.sizes[row], self.full[row] = sig.kind, sig.size, sig.full
-        self.feed_ids[row], self.number_keys[row] = facts.feed, facts.numbers
-        self.titles[row], self.stems[row] = facts.title, facts.stems
+        self.feed_ids[row] = facts.feed
+        self.titles.append(facts.title)
+        self._title_bytes += len(facts.title) + 57
         self._add_paragraphs(paragraphs if paragraphs is not None else _NO_PARAGRAPHS)
         if paragraphs is not None and len(paragraphs):
             self.paragraph_buckets.add_one(np.unique(paragraphs), row)
@@ -1165,11 +1164,9 @@ class DedupIndex:
         return len(np.unique(pairs >> 32)) < len(pairs)
 
     def _related(self, rows: np.ndarray, facts: EntryFacts) -> np.ndarray:
-        """Whether each row's title is related to the entry's (evidence.related_titles)
-        and their numbers do not conflict."""
-        title = np.array(facts.title, dtype=np.uint64)
-        related = related_titles(title, self.titles[rows], facts.words, self.stems[rows])
-        return related & ~numbers_conflict(self.number_keys[rows], facts.numbers)
+        """Whether each row's title may name the same entry as the entry's
+        (evidence.may_be_one_entry): for rows of the entry's own feed."""
+        return np.array([may_be_one_entry(self.titles[r], facts.title) for r in rows.tolist()], dtype=bool)
 
     def matches(self, sig: Signature, seen: int) -> list[tuple[int, float]]:
         """(row, similarity) of every verified copy among the candidates."""
@@ -1196,11 +1193,10 @@ class DedupIndex:
             self.item_ids.itemsize + self.cluster_ids.itemsize + self.seen.itemsize
             + self.kinds.itemsize + self.alive.itemsize + self.sizes.itemsize
             + self.lede_sizes.itemsize + self.full[0].nbytes + self.lede[0].nbytes + self.exact[0].nbytes
-            + self.feed_ids.itemsize + self.titles[0].nbytes + self.stems[0].nbytes + self.number_keys.itemsize
-            + self.paragraph_at.itemsize
+            + self.feed_ids.itemsize + self.paragraph_at.itemsize + 8  # + the titles list's pointer
         )  # fmt: skip
         paragraphs = 4 * int(self.paragraph_at[self.n])
-        return per_row * self.n + self.buckets.nbytes + paragraphs + self.paragraph_buckets.nbytes
+        return per_row * self.n + self._title_bytes + self.buckets.nbytes + paragraphs + self.paragraph_buckets.nbytes
 
 
 def choose_cluster(matches: list[tuple[int, float]], clusters: dict[int, int]) -> tuple[int, float] | None:

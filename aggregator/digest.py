@@ -77,6 +77,7 @@ class _Entry:
     published: datetime
     sources: int
     members: tuple[_Member, ...]
+    lede: str
     content_html: str
     summary: str
 
@@ -135,19 +136,27 @@ def _outlets(members: Iterable[_Member]) -> list[str]:
     return list(seen)
 
 
-def _summary(sources: int, members: Sequence[_Member]) -> str:
+def _summary(sources: int, members: Sequence[_Member], lede: str = "") -> str:
     names = _outlets(members)
     shown = ", ".join(names[:SUMMARY_OUTLETS])
     if len(names) > SUMMARY_OUTLETS:
         shown += f" and {len(names) - SUMMARY_OUTLETS} more"
-    return f"{reported_by(sources)}: {shown}" if shown else reported_by(sources)
+    line = f"{reported_by(sources)}: {shown}" if shown else reported_by(sources)
+    return f"{lede}\n\n{line}" if lede else line
 
 
-def _content_html(sources: int, members: Sequence[_Member]) -> str:
+def _lines(members: Sequence[_Member]) -> tuple[_Member, ...]:
+    """One line per outlet and headline: an outlet's Atom and JSON feeds of one post are
+    one source, not two identical lines."""
+    return tuple({(m.feed, m.title, m.url): m for m in reversed(members)}.values())[::-1]
+
+
+def _content_html(sources: int, members: Sequence[_Member], lede: str = "") -> str:
     """Sanitised by construction: built from plain text, every value escaped, links only
     for http(s), no attribute but href."""
     e = html.escape
-    parts = [f"<p>{e(reported_by(sources))}</p>"]
+    parts = [f"<p>{e(lede)}</p>"] if lede else []
+    parts.append(f"<p>{e(reported_by(sources))}</p>")
     if members:
         parts.append("<ul>")
         for m in members:
@@ -169,8 +178,9 @@ def _member(m: MemberView) -> _Member:
 
 
 def _entry(cluster: ClusterView, meta: DigestMeta) -> _Entry:
-    members = tuple(_member(m) for m in cluster.items)
+    members = _lines([_member(m) for m in cluster.items])
     sources = cluster.sources
+    lede = _line(cluster.lede)
     return _Entry(
         id=entry_id(meta, cluster.id),
         title=_line(cluster.title) or next((m.title for m in members if m.title), UNTITLED),
@@ -179,8 +189,9 @@ def _entry(cluster: ClusterView, meta: DigestMeta) -> _Entry:
         published=_utc(cluster.first_seen),
         sources=sources,
         members=members,
-        content_html=_content_html(sources, members),
-        summary=_summary(sources, members),
+        lede=lede,
+        content_html=_content_html(sources, members, lede),
+        summary=_summary(sources, members, lede),
     )
 
 

@@ -8,11 +8,10 @@ them to the rows it holds.
   one's words are all in the other ("UPDATED: ..." over a re-post) or they share the first
   RELATED_WORD_CHARS letters of a word that long (a follow-up under a new headline: "Teen
   shot and killed in Chelsea" / "15-year-old identified in fatal Chelsea shooting";
-  "4 injured" / "injures 4"; "Teens" / "Teen"). Words are
-  compared through 128-bit Bloom filters (3 bits a word): a related pair is never called
-  unrelated; an unrelated one passes for related ~1% of the time. A template word that
-  titles share ("Interview with ...") makes them related: then their numbers and their
-  own text decide.
+  "4 injured" / "injures 4"; "Teens" / "Teen"). A template word that titles share
+  ("Interview with ...") makes them related: then their numbers and their own text decide.
+  The index keeps each row's title and compares titles only for the rows of the entry's
+  own feed among its candidates, so the common case costs nothing.
 - **Numbers in titles, within one feed.** Titles that both carry numbers, neither set
   (with repeats) inside the other, are different entries: episode 837 / 838, "week of
   June 5" / "June 12", "Part 1 of 2" / "Part 2 of 2"; "CBS 58 - ..." / "CBS 58 - ... at
@@ -27,8 +26,10 @@ them to the rows it holds.
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,90 +47,58 @@ RELATED_WORD_CHARS = 4
 
 @dataclass(frozen=True)
 class EntryFacts:
-    """An entry's feed and title fingerprints (title_fingerprint); the index keeps feed,
-    title and numbers per row. Feed -1 when unknown (then no rule that needs it applies)."""
+    """The entry's feed (-1 when unknown: then no rule that needs it applies) and title,
+    as the index keeps them per row."""
 
     feed: int = -1
-    title: tuple[int, int] = (0, 0)  # Bloom filter of the title's words, two 64-bit halves
-    numbers: int = 0  # Bloom filter of the title's numbers (with repeats); 0: none
-    stems: tuple[int, int] = (0, 0)  # Bloom filter of its longer words' first letters
-    words: tuple[tuple[int, int], ...] = ()  # the bits of each of those stems
+    title: str = ""
 
 
 NO_FACTS = EntryFacts()
 
 
+@dataclass(frozen=True)
+class TitleFacts:
+    """What the rules compare of a title: its lower-cased words, their stems (the first
+    RELATED_WORD_CHARS letters of the longer ones) and its numbers with their counts."""
+
+    words: frozenset[str]
+    stems: frozenset[str]
+    numbers: tuple[tuple[int, int], ...]  # (value, how often), sorted
+
+
+@functools.lru_cache(maxsize=65_536)
+def title_facts(title: str) -> TitleFacts:
+    """The TitleFacts of a title (cached: one feed's titles are compared again and again)."""
+    folded = title.casefold()
+    words = frozenset(_WORD.findall(folded))
+    stems = frozenset(w[:RELATED_WORD_CHARS] for w in words if len(w) >= RELATED_WORD_CHARS and not w.isdigit())
+    numbers = tuple(sorted(Counter(int(n[:18]) for n in _NUMBER.findall(folded)).items()))
+    return TitleFacts(words, stems, numbers)
+
+
+def related_titles(a: TitleFacts, b: TitleFacts) -> bool:
+    """One title's words all in the other's, or a shared stem."""
+    return a.words <= b.words or b.words <= a.words or not a.stems.isdisjoint(b.stems)
+
+
+def numbers_conflict(a: TitleFacts, b: TitleFacts) -> bool:
+    """Both titles carry numbers and neither's (with repeats) are all in the other's."""
+    if not a.numbers or not b.numbers:
+        return False
+    x, y = Counter(dict(a.numbers)), Counter(dict(b.numbers))
+    return not (x <= y or y <= x)
+
+
+def may_be_one_entry(a: str, b: str) -> bool:
+    """Whether two titles of one feed may name one entry (related, numbers agreeing)."""
+    fa, fb = title_facts(a), title_facts(b)
+    return related_titles(fa, fb) and not numbers_conflict(fa, fb)
+
+
 def _key(text: str) -> int:
     """A stable 32-bit key (paragraph keys are stored)."""
     return zlib.crc32(text.encode("utf-8", "surrogatepass"))
-
-
-# Title filters live only in the memory of the process that built them (the index is
-# rebuilt from titles at start-up), so Python's own string hash serves: it is cached on the
-# string and ~20x cheaper than encoding and hashing each word.
-_HALF = (1 << 64) - 1
-_DIGIT = re.compile(r"\d")
-
-
-def _halves(bits: int) -> tuple[int, int]:
-    return bits & _HALF, bits >> 64
-
-
-def title_fingerprint(title: str) -> tuple[tuple[int, int], int]:
-    """(Bloom filter of the title's lower-cased words, Bloom filter of its numbers with
-    repeats, 0 for none): titles that differ only in case and punctuation have equal ones."""
-    facts = entry_facts(-1, title)
-    return facts.title, facts.numbers
-
-
-def entry_facts(feed: int, title: str) -> EntryFacts:
-    """The facts the index keeps about an entry of `feed` titled `title`."""
-    folded = title.casefold()
-    bloom = stem_union = 0
-    stems: dict[str, int] = {}
-    for word in _WORD.findall(folded):  # 3 of 128 bits a word, and a stem
-        h = hash(word)
-        bloom |= 1 << (h & 127) | 1 << (h >> 7 & 127) | 1 << (h >> 14 & 127)
-        if len(word) >= RELATED_WORD_CHARS and not word.isdigit():
-            stem = word[:RELATED_WORD_CHARS]
-            if stem not in stems:
-                h = hash(stem)
-                stems[stem] = bits = 1 << (h & 127) | 1 << (h >> 7 & 127) | 1 << (h >> 14 & 127)
-                stem_union |= bits
-    numbers = 0
-    if _DIGIT.search(folded):
-        seen: dict[int, int] = {}
-        for n in _NUMBER.findall(folded):
-            value = int(n[:18])
-            seen[value] = seen.get(value, 0) + 1
-            h = hash((value, seen[value]))
-            numbers |= 1 << (h & 63) | 1 << (h >> 6 & 63) | 1 << (h >> 12 & 63)
-    words = tuple(_halves(stems[s]) for s in sorted(stems))
-    return EntryFacts(feed, _halves(bloom), numbers, _halves(stem_union), words)
-
-
-def related_titles(
-    a: np.ndarray, b: np.ndarray, words: tuple[tuple[int, int], ...] = (), b_stems: np.ndarray | None = None
-) -> np.ndarray:
-    """Row-wise, for (n, 2) uint64 Bloom filters (either may be one row, broadcast):
-    whether title a's words are all in title b's or the other way round, or b's stems
-    (EntryFacts.stems) hold one of `words` (the bits of a's stems, EntryFacts.words)."""
-    related = ((a & ~b) == 0).all(axis=-1) | ((b & ~a) == 0).all(axis=-1)
-    if b_stems is not None:
-        for word in words:
-            mask = np.array(word, dtype=np.uint64)
-            related = related | ((b_stems & mask) == mask).all(axis=-1)
-    return related
-
-
-def numbers_conflict(a: np.ndarray | int, b: int) -> np.ndarray:
-    """Whether two titles' numbers (title_fingerprint's filters) are both there and
-    neither set is inside the other."""
-    a = np.asarray(a, dtype=np.uint64)
-    b_ = np.uint64(b)
-    if not b:
-        return np.zeros(a.shape, dtype=bool)
-    return (a != 0) & ((a & ~b_) != 0) & ((b_ & ~a) != 0)
 
 
 def paragraphs(text: str) -> list[str]:

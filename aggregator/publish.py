@@ -14,9 +14,9 @@ from email.utils import format_datetime
 from .config import Config, DigestSettings, relative_to_config
 from .digest import CONTENT_TYPES, FORMATS, DigestMeta, render
 from .files import write_atomically
-from .queries import ClusterView, cluster_tags, digest_clusters
+from .queries import ClusterView, cluster_tags, digest_clusters, feed_tags
 from .store import Store
-from .webview import DigestSnapshot
+from .webview import DigestSnapshot, PageFilter
 
 
 @dataclass(frozen=True)
@@ -31,12 +31,20 @@ class Rendered:
 
 def load_digest(store: Store, settings: DigestSettings, now: datetime) -> DigestSnapshot:
     """The digest's clusters as of `now` and the tags of the feeds behind each."""
-    clusters = digest_clusters(
-        store, now - timedelta(seconds=settings.window), settings.max_entries,
-        settings.min_size, settings.tags,
-    )  # fmt: skip
+    clusters = ranked_digest(store, settings, now)
     tags = cluster_tags(store, [c.id for c in clusters])
-    return DigestSnapshot(settings.title, tuple(clusters), tags, now)
+    return DigestSnapshot(settings.title, tuple(clusters), tags, now, tuple(feed_tags(store)))
+
+
+def ranked_digest(store: Store, settings: DigestSettings, now: datetime, min_size: int = 1,
+                  tags: tuple[str, ...] = (), query: str = "") -> list[ClusterView]:  # fmt: skip
+    """The digest's stories, best first (ranking.story_score), with the settings' filters
+    and any extra ones (the web page's)."""
+    return digest_clusters(
+        store, now - timedelta(seconds=settings.window), settings.max_entries,
+        max(settings.min_size, min_size), settings.tags,
+        now, (settings.rank_sources, settings.rank_recency), query, tags,
+    )  # fmt: skip
 
 
 def render_digest(
@@ -70,11 +78,7 @@ def build_digest(
     formats: tuple[str, ...] = FORMATS,
 ) -> dict[str, Rendered]:
     """Every requested format of the digest as of `now`."""
-    clusters = digest_clusters(
-        store, now - timedelta(seconds=settings.window), settings.max_entries,
-        settings.min_size, settings.tags,
-    )  # fmt: skip
-    return render_digest(clusters, settings, now, base_url, formats)
+    return render_digest(ranked_digest(store, settings, now), settings, now, base_url, formats)
 
 
 class DigestCache:
@@ -108,11 +112,20 @@ class DigestCache:
 
 def publish(config: Config, store: Store, now: datetime, cache: DigestCache | None = None,
             base_url: str | None = None) -> dict[str, Rendered]:  # fmt: skip
-    """Render the digest, write settings.digest_path atomically, refresh the cache."""
+    """Render the digest, refresh the cache (serving never waits on the file), then write
+    settings.digest_path atomically, creating its folder."""
     snapshot = load_digest(store, config.settings.digest, now)
     rendered = render_digest(snapshot.clusters, config.settings.digest, now, base_url)
-    path = relative_to_config(config, config.settings.digest_path)
-    write_atomically(path, rendered[config.settings.digest.format].body)
     if cache is not None:
         cache.update(rendered, snapshot=snapshot)
+    path = relative_to_config(config, config.settings.digest_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, rendered[config.settings.digest.format].body)
     return rendered
+
+
+def page_snapshot(store: Store, settings: DigestSettings, where: PageFilter, now: datetime) -> DigestSnapshot:
+    """The web page's stories for a filter, queried over the whole digest window."""
+    clusters = ranked_digest(store, settings, now, where.min_size, where.tags, where.q)
+    tags = cluster_tags(store, [c.id for c in clusters])
+    return DigestSnapshot(settings.title, tuple(clusters), tags, now, tuple(feed_tags(store)), filtered=True)

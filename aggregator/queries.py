@@ -9,6 +9,7 @@ from datetime import datetime
 
 from .config import DedupSettings
 from .errors import AggregatorError
+from .ranking import story_score
 from .search import catch_up, explain, fts_query, is_query_error, match_ids_sql
 from .store import Store
 from .timeutil import from_iso
@@ -30,11 +31,12 @@ class ClusterView:
     size: int
     feeds: int
     title: str
-    url: str | None
+    url: str | None  # the representative's canonical link
     first_seen: datetime
     last_seen: datetime
     items: tuple[MemberView, ...]
-    updated: datetime | None = None  # last time a member joined or changed
+    updated: datetime | None = None  # when the story last changed: a report, a text change
+    lede: str = ""  # the representative's opening words (LEDE_WORDS), plain text
 
     @property
     def sources(self) -> int:
@@ -44,7 +46,7 @@ class ClusterView:
     def to_json(self) -> dict:
         """The documented, stable JSON shape (times ISO 8601 UTC)."""
         d = asdict(self)
-        del d["updated"]
+        del d["updated"], d["lede"]
         for key in ("first_seen", "last_seen"):
             d[key] = _iso(d[key])
         for item in d["items"]:
@@ -177,6 +179,17 @@ def get_cluster(
     return found[0] if found else None
 
 
+# The digest's and the page's lede: the representative's opening words.
+LEDE_WORDS = 60
+_LINK = "coalesce(i.canonical_url, i.url)"  # tracking parameters removed (normalize.canonical_url)
+
+
+def lede(text: str, words: int = LEDE_WORDS) -> str:
+    """The first `words` words of a text, on one line, with "…" when it goes on."""
+    parts = text.split()
+    return " ".join(parts[:words]) + (" …" if len(parts) > words else "")
+
+
 def _load(store: Store, ids: list[int]) -> list[ClusterView]:
     if not ids:
         return []
@@ -186,7 +199,7 @@ def _load(store: Store, ids: list[int]) -> list[ClusterView]:
         r[0]: r
         for r in conn.execute(
             f"""SELECT c.id, c.size, c.feed_count, c.first_seen, c.last_seen, c.representative_id,
-                       i.title, i.url, c.updated_at
+                       i.title, {_LINK}, c.updated_at, substr(i.text, 1, 2000)
                 FROM clusters c LEFT JOIN items i ON i.id = c.representative_id
                 WHERE c.id IN ({marks})""",
             ids,
@@ -194,8 +207,9 @@ def _load(store: Store, ids: list[int]) -> list[ClusterView]:
     }
     members: dict[int, list[tuple]] = {cid: [] for cid in clusters}
     for row in conn.execute(
-        f"""SELECT i.cluster_id, i.id, {_FEED_NAME}, i.title, i.url, i.published_at,
-                   s.kind, s.size, s.lede_size, s.full, s.lede
+        f"""SELECT i.cluster_id, i.id, {_FEED_NAME}, i.title, {_LINK}, i.published_at,
+                   s.kind, s.size, s.lede_size, s.full, s.lede,
+                   CASE WHEN i.changed_at > i.first_seen_at THEN i.changed_at END
             FROM items i JOIN feeds f ON f.id = i.feed_id
             LEFT JOIN signatures s ON s.item_id = i.id
             WHERE i.cluster_id IN ({marks}) ORDER BY i.published_at, i.id""",
@@ -206,8 +220,11 @@ def _load(store: Store, ids: list[int]) -> list[ClusterView]:
     for cid in ids:
         if cid not in clusters:
             continue
-        _, size, feeds, first, last, rep_id, title, url, updated = clusters[cid]
+        _, size, feeds, first, last, rep_id, title, url, _, text = clusters[cid]
         rows = members[cid]
+        # the story last changed when its latest report was published or a member's text
+        # changed (not when a poll stored them: a first fetch stores everything at once)
+        changes = [from_iso(last), *(from_iso(r[11]) for r in rows if r[11])]
         sigs = {r[1]: (r[6], r[9]) for r in rows if r[9] is not None}  # kind, full MinHash
         rep_sig = sigs.get(rep_id)
         items = tuple(
@@ -223,7 +240,7 @@ def _load(store: Store, ids: list[int]) -> list[ClusterView]:
         )
         views.append(
             ClusterView(cid, size, feeds, title or "", url, from_iso(first), from_iso(last), items,
-                        from_iso(updated))  # fmt: skip
+                        max(changes), lede(text or ""))  # fmt: skip
         )
     return views
 
@@ -245,22 +262,45 @@ def digest_clusters(
     limit: int,
     min_size: int = 1,
     tags: tuple[str, ...] = (),
+    now: datetime | None = None,
+    rank: tuple[float, float] = (1.0, 12 * 3600.0),
+    query: str = "",
+    page_tags: tuple[str, ...] = (),
 ) -> list[ClusterView]:
-    """Clusters active (a member joined or changed) since `since`, most recently active
-    first; with `tags`, only clusters carried by at least one feed with one of the tags."""
-    sql = "SELECT c.id FROM clusters c WHERE c.updated_at >= ? AND c.size >= ?"
+    """The `limit` best-ranked clusters active (a member joined or changed) since `since`
+    (ranking.story_score with `rank` = (sources weight, recency seconds), ties to the newer
+    story); with `tags` (and again with `page_tags`), only clusters carried by a feed with
+    one of the tags; with `query`, only those whose title or a member's headline contains it
+    (ASCII case ignored)."""
+    sql = f"""SELECT c.id, c.last_seen,
+                     (SELECT count(DISTINCT {_FEED_NAME}) FROM items i JOIN feeds f ON f.id = i.feed_id
+                      WHERE i.cluster_id = c.id)
+              FROM clusters c WHERE c.updated_at >= ? AND c.size >= ?"""
     args: list = [since.strftime("%Y-%m-%dT%H:%M:%SZ"), min_size]
-    if tags:
-        sql += (
-            " AND EXISTS (SELECT 1 FROM items i JOIN feeds f ON f.id = i.feed_id, json_each(f.tags) t"
-            f" WHERE i.cluster_id = c.id AND t.value IN ({','.join('?' * len(tags))}))"
-        )
-        args.extend(tags)
-    sql += " ORDER BY c.updated_at DESC, c.id DESC LIMIT ?"
-    args.append(limit)
+    for wanted in (tags, page_tags):
+        if wanted:
+            sql += (
+                " AND EXISTS (SELECT 1 FROM items i JOIN feeds f ON f.id = i.feed_id, json_each(f.tags) t"
+                f" WHERE i.cluster_id = c.id AND t.value IN ({','.join('?' * len(wanted))}))"
+            )
+            args.extend(wanted)
+    if query:
+        sql += " AND EXISTS (SELECT 1 FROM items i WHERE i.cluster_id = c.id AND instr(lower(i.title), lower(?)))"
+        args.append(query)
+    now = now or since
     with store.snapshot():
-        ids = [r[0] for r in store.conn.execute(sql, args)]
-        return _load(store, ids)
+        scored = [
+            (story_score(outlets, from_iso(latest), now, *rank), latest, cid)
+            for cid, latest, outlets in store.conn.execute(sql, args)
+        ]
+        scored.sort(reverse=True)
+        return _load(store, [cid for _, _, cid in scored[:limit]])
+
+
+def feed_tags(store: Store) -> list[str]:
+    """Every tag of the feeds followed (the page's tag menu)."""
+    rows = store.conn.execute("SELECT DISTINCT t.value FROM feeds f, json_each(f.tags) t WHERE f.active = 1")
+    return sorted(str(r[0]) for r in rows)
 
 
 def feed_json(row: dict) -> dict:

@@ -3,9 +3,6 @@ hints (RSS <ttl>, Cache-Control max-age). Pure functions of their inputs."""
 
 from __future__ import annotations
 
-import random
-from datetime import datetime, timedelta
-
 MAX_BACKOFF = 24 * 3600.0  # a failing feed is still tried daily
 MAX_HINT = 24 * 3600.0  # a feed cannot ask us to wait more than a day
 MIN_RETRY_AFTER = 60.0
@@ -34,9 +31,3 @@ def next_fetch_delay(
     if hint > interval:
         return min(hint, max(interval, MAX_HINT))
     return interval
-
-
-def first_fetch_at(now: datetime, interval: float, rng: random.Random) -> datetime:
-    """Spread brand-new feeds over their first interval instead of fetching all at once
-    (the first 10% of the interval is left free so some feeds start right away)."""
-    return now + timedelta(seconds=rng.uniform(0, interval * 0.9) if interval > 0 else 0)

@@ -9,16 +9,26 @@ Conditional requests get 304, so feed readers can poll it cheaply."""
 from __future__ import annotations
 
 import contextlib
+import functools
+import gzip
 import hashlib
 import json
 import logging
 import threading
+from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .publish import DigestCache
 from .timeutil import utcnow
-from .webview import CONTENT_SECURITY_POLICY, CONTENT_TYPE, parse_filter, render_page
+from .webview import (
+    CONTENT_SECURITY_POLICY,
+    CONTENT_TYPE,
+    DigestSnapshot,
+    PageFilter,
+    parse_filter,
+    render_page,
+)
 
 log = logging.getLogger("aggregator.serve")
 ROUTES = {"/digest.atom": "atom", "/digest.rss": "rss", "/digest.json": "json"}
@@ -26,7 +36,10 @@ ROUTES = {"/digest.atom": "atom", "/digest.rss": "rss", "/digest.json": "json"}
 
 class _Handler(BaseHTTPRequestHandler):
     server_version = "aggregator"
+    protocol_version = "HTTP/1.1"  # keep-alive: every answer says its length
+    timeout = 30  # seconds an idle keep-alive connection is held
     cache: DigestCache
+    page_query: Callable[[PageFilter], DigestSnapshot] | None = None
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s %s", self.address_string(), format % args)
@@ -65,11 +78,17 @@ class _Handler(BaseHTTPRequestHandler):
         return self._send(200, headers, rendered.body, send_body)
 
     def _page(self, query: str, send_body: bool) -> None:
+        where = parse_filter(query)
         snapshot = self.cache.snapshot()
+        if where and self.page_query is not None:
+            try:  # a filter looks through every story of the window, not the digest's few
+                snapshot = type(self).page_query(where)
+            except Exception as exc:  # the page must answer: the digest's stories then
+                log.warning("web page query failed (%s); showing the digest's stories", exc)
         if snapshot is None:
             return self._send(503, {"Content-Type": "text/plain; charset=utf-8", "Retry-After": "5"},
                               b"the digest is being built; retry in a few seconds\n", send_body)  # fmt: skip
-        body = render_page(snapshot, parse_filter(query), utcnow())
+        body = render_page(snapshot, where, utcnow())
         etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
         headers = {
             "Content-Type": CONTENT_TYPE,
@@ -79,15 +98,14 @@ class _Handler(BaseHTTPRequestHandler):
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "no-referrer",
         }
-        inm = self.headers.get("If-None-Match")
-        if inm is not None and etag in {t.strip().removeprefix("W/") for t in inm.split(",")}:
+        if etag in _tags(self.headers.get("If-None-Match")):
             return self._send(304, headers, b"", False)
         return self._send(200, headers, body, send_body)
 
     def _not_modified(self, etag: str, last_modified: str) -> bool:
         inm = self.headers.get("If-None-Match")
         if inm is not None:
-            return etag in {t.strip().removeprefix("W/") for t in inm.split(",")} or inm.strip() == "*"
+            return etag in _tags(inm) or inm.strip() == "*"
         ims = self.headers.get("If-Modified-Since")
         if ims:
             try:
@@ -97,6 +115,13 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def _send(self, status: int, headers: dict[str, str], body: bytes, send_body: bool) -> None:
+        if status == 200 and len(body) > GZIP_MIN and _accepts_gzip(self.headers.get("Accept-Encoding", "")):
+            body = _gzip(body)
+            headers = {**headers, "Content-Encoding": "gzip"}
+            if "ETag" in headers:  # another representation, another strong validator
+                headers["ETag"] = headers["ETag"][:-1] + '-gz"'
+        if status in (200, 304):
+            headers = {**headers, "Vary": "Accept-Encoding"}
         self.send_response(status)
         for k, v in headers.items():
             self.send_header(k, v)
@@ -108,11 +133,40 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(body)
 
 
-class DigestServer:
-    """Serves the cache on (host, port) in a background thread."""
+GZIP_MIN = 1024  # bytes: smaller answers are sent as they are
 
-    def __init__(self, address: tuple[str, int], cache: DigestCache):
-        handler = type("Handler", (_Handler,), {"cache": cache})
+
+def _tags(if_none_match: str | None) -> set[str]:
+    """The entity tags of an If-None-Match header, weak or gzip variants taken as the
+    identity's."""
+    if not if_none_match:
+        return set()
+    return {t.strip().removeprefix("W/").replace('-gz"', '"') for t in if_none_match.split(",")}
+
+
+def _accepts_gzip(accept_encoding: str) -> bool:
+    """Whether Accept-Encoding allows gzip (and does not give it q=0)."""
+    for part in accept_encoding.lower().split(","):
+        name, _, params = part.strip().partition(";")
+        if name.strip() in ("gzip", "*"):
+            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
+
+
+@functools.lru_cache(maxsize=16)
+def _gzip(body: bytes) -> bytes:
+    """gzip of an answer (the same digest bytes are asked for again and again); mtime 0, so
+    equal bodies compress to equal bytes."""
+    return gzip.compress(body, compresslevel=6, mtime=0)
+
+
+class DigestServer:
+    """Serves the cache on (host, port) in a background thread; `page_query` answers the
+    web page's filters from the database (else they filter the digest's stories)."""
+
+    def __init__(self, address: tuple[str, int], cache: DigestCache,
+                 page_query: Callable[[PageFilter], DigestSnapshot] | None = None):  # fmt: skip
+        handler = type("Handler", (_Handler,), {"cache": cache, "page_query": staticmethod(page_query) if page_query else None})
         self.httpd = ThreadingHTTPServer(address, handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="digest-http", daemon=True)

@@ -131,10 +131,12 @@ class Store:
         """Open (creating if needed) and migrate. Fails with a StoreError that names the
         file and the fix, and never writes to a database it cannot use."""
         path = Path(path)
-        if not path.parent.is_dir():
+        try:  # a first run with --db ~/y/d.db makes ~/y, as it makes the file
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
             raise StoreError(
-                f"{path}: the folder {path.parent} does not exist; create it or pass --db PATH"
-            )
+                f"{path}: cannot create the folder {path.parent} ({exc.strerror}); create it or pass --db PATH"
+            ) from None
         if path.exists() and path.is_dir():
             raise StoreError(f"{path}: is a folder, not a database file; pass --db PATH/aggregator.db")
         try:

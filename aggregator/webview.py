@@ -1,13 +1,12 @@
 """The digest as a web page (`GET /` of the daemon's server): one plain, server-rendered
 HTML document, no JavaScript and no external assets (CSS inline).
 
-Pure functions: a `DigestSnapshot` (what the daemon published last) and the request's
-query string in, bytes out. The server thread never touches the database; it renders from
-the snapshot the daemon swaps into the DigestCache after each publish, so the filters
-(`?tag=`, `?min_size=`, `?q=`) work on the clusters of the digest window in memory. `q` is
-a case-insensitive substring match on the story's title and its members' headlines: the
-snapshot holds no item bodies, and the same rule holds whether or not the database has a
-full-text index (`aggregator search` is the full-text search).
+Pure functions: a `DigestSnapshot` and the request's query string in, bytes out. The
+unfiltered page is the snapshot the daemon published last (the digest's stories, in the
+digest's order); a filtered one (`?tag=`, `?min_size=`, `?q=`) is a snapshot the server
+queries from the database for that filter (serve.py), over every story of the digest
+window, not only the ones the digest kept. `q` is a substring of the story's title or a
+member's headline (ASCII case ignored; `aggregator search` is the full-text search).
 
 Every value from feeds is cleaned of control characters and escaped; links are emitted
 only for absolute http(s) URLs.
@@ -49,6 +48,8 @@ class DigestSnapshot:
     clusters: tuple[ClusterView, ...]
     tags: Mapping[int, frozenset[str]] = field(default_factory=dict)
     built: datetime | None = None
+    all_tags: tuple[str, ...] = ()  # every tag of the feeds followed, for the menu
+    filtered: bool = False  # the stories of a filter, queried for it
 
 
 @dataclass(frozen=True)
@@ -88,9 +89,8 @@ def parse_filter(query_string: str) -> PageFilter:
 
 
 def select(snapshot: DigestSnapshot, where: PageFilter) -> list[ClusterView]:
-    """The clusters the filter keeps, newest story first (by its latest report)."""
-    kept = [c for c in snapshot.clusters if where.keeps(c, snapshot.tags.get(c.id, frozenset()))]
-    return sorted(kept, key=lambda c: (_latest(c), c.id), reverse=True)
+    """The clusters the filter keeps, in the digest's order (ranking.story_score)."""
+    return [c for c in snapshot.clusters if where.keeps(c, snapshot.tags.get(c.id, frozenset()))]
 
 
 def _latest(cluster: ClusterView) -> datetime:
@@ -117,6 +117,7 @@ margin-right:.4rem;background:#e8eefc;color:#1a3d8f;vertical-align:.1rem;white-s
 .sources{margin:0;padding-left:1.1rem;font-size:.9rem}
 .sources li{margin:.15rem 0}
 .outlet{font-weight:600}
+.lede{margin:.25rem 0 .5rem;color:#333}
 time{color:#666;font-size:.8rem;white-space:nowrap}
 .empty{color:#555}
 footer{color:#777;font-size:.8rem;margin-top:2rem}
@@ -153,6 +154,15 @@ def _member(m: MemberView, now: datetime) -> str:
     return f'<li><span class="outlet">{_t(m.feed) or UNTITLED}</span>: {headline} {_time(m.published, now)}</li>'
 
 
+def _lines(members: Sequence[MemberView]) -> list[MemberView]:
+    """One line per outlet, headline and link (an outlet's Atom and JSON feeds of one post
+    are one source)."""
+    seen: dict[tuple, MemberView] = {}
+    for m in members:
+        seen.setdefault((m.feed, m.title, m.url), m)
+    return list(seen.values())
+
+
 def _story(c: ClusterView, tags: frozenset[str], now: datetime) -> str:
     title = _t(c.title) or next((_t(m.title) for m in c.items if m.title), UNTITLED)
     items = f"{c.size} item{'' if c.size == 1 else 's'}"
@@ -160,11 +170,12 @@ def _story(c: ClusterView, tags: frozenset[str], now: datetime) -> str:
     if tags:
         meta.append("tags: " + ", ".join(f'<a href="/?{_e(urlencode({"tag": t}))}">{_e(t)}</a>'
                                          for t in sorted(tags)))  # fmt: skip
-    members = "".join(_member(m, now) for m in c.items)
+    members = "".join(_member(m, now) for m in _lines(c.items))
+    lede = f'<p class="lede">{_t(c.lede)}</p>' if c.lede else ""
     return (
         f'<article class="story" id="story-{c.id}">'
         f"<h2>{_sources_badge(c)}{_link(c.url, title)}</h2>"
-        f'<p class="meta">{" · ".join(meta)}</p>'
+        f'<p class="meta">{" · ".join(meta)}</p>{lede}'
         f'<ol class="sources">{members}</ol></article>'
     )
 
@@ -194,7 +205,7 @@ def _form(where: PageFilter, all_tags: Sequence[str]) -> str:
 def render_page(snapshot: DigestSnapshot, where: PageFilter, now: datetime) -> bytes:
     """The HTML page of the snapshot's stories that `where` keeps, as UTF-8 bytes."""
     shown = select(snapshot, where)
-    all_tags = sorted(set().union(*snapshot.tags.values())) if snapshot.tags else []
+    all_tags = sorted({*snapshot.all_tags, *(t for tags in snapshot.tags.values() for t in tags)})
     title = _t(snapshot.title) or "aggregator digest"
     alternates = "".join(
         f'<link rel="alternate" type="{mime}" title="{title} ({label})" href="{path}">'
@@ -202,7 +213,10 @@ def render_page(snapshot: DigestSnapshot, where: PageFilter, now: datetime) -> b
     )
     feeds = " · ".join(f'<a href="{path}">{label}</a>' for path, _, label in FEED_LINKS)
     total = len(snapshot.clusters)
-    count = f"{len(shown)} of {total} stories" if where else f"{total} stories"
+    if snapshot.filtered:
+        count = f"{len(shown)} stor{'y' if len(shown) == 1 else 'ies'} match"
+    else:
+        count = f"{len(shown)} of {total} stories" if where else f"{total} stories"
     if shown:
         body = "".join(_story(c, snapshot.tags.get(c.id, frozenset()), now) for c in shown)
     elif total:

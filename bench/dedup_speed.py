@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aggregator.clustering import Clusterer, Placement, decide, exact_keys  # noqa: E402
 from aggregator.config import DedupSettings  # noqa: E402
 from aggregator.dedup import DedupIndex, Signer, word_shingles, words  # noqa: E402
-from aggregator.evidence import entry_facts, paragraph_keys  # noqa: E402
+from aggregator.evidence import EntryFacts, paragraph_keys  # noqa: E402
 from aggregator.normalize import content_hash  # noqa: E402
 from aggregator.records import Item  # noqa: E402
 from aggregator.store import Store  # noqa: E402
@@ -298,7 +298,7 @@ def run_index_memory(items: list[BenchItem], settings: DedupSettings, seen: int)
         index.add_many(np.arange(start, start + k), np.arange(start, start + k),
                        np.full(k, seen, dtype=np.int64), chunk, bulk=True,
                        exact=exact[start : start + k],
-                       facts=[entry_facts(1 + j % FEEDS, it.title) for j, it in enumerate(items[start : start + k], start)],
+                       facts=[EntryFacts(1 + j % FEEDS, it.title) for j, it in enumerate(items[start : start + k], start)],
                        paragraphs=[paragraph_keys(it.text) for it in items[start : start + k]])  # fmt: skip
     index.finish_bulk()
     _, peak = tracemalloc.get_traced_memory()

@@ -138,11 +138,10 @@ def test_counters_follow_a_recluster(world: World) -> None:
     world.fetch()
     settings = world.config().settings.dedup
     before = check_counters(world.store)
-    # looser thresholds merge stories (one feed's template twins stay apart: evidence.py):
-    # other representatives, other duplicates
-    Clusterer(replace(settings, threshold=0.1, lede_threshold=0.1, containment=0.1)).recluster(world.store)
-    loose = check_counters(world.store)
-    assert loose.clusters < before.clusters
+    # stricter thresholds split stories: other representatives, other duplicates
+    Clusterer(replace(settings, threshold=0.95, lede_threshold=0.95, containment=0.99)).recluster(world.store)
+    strict = check_counters(world.store)
+    assert strict.clusters > before.clusters
     Clusterer(settings).recluster(world.store)
     assert check_counters(world.store).duplicates_all == before.duplicates_all
 

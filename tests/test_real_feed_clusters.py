@@ -17,7 +17,6 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from feedserver import FeedServer, Route
@@ -26,11 +25,12 @@ from aggregator.app import fetch_all
 from aggregator.config import DedupSettings, parse_config
 from aggregator.dedup import DedupIndex, Signer
 from aggregator.evidence import (
-    entry_facts,
+    EntryFacts,
+    may_be_one_entry,
     numbers_conflict,
     paragraph_keys,
     related_titles,
-    title_fingerprint,
+    title_facts,
 )
 from aggregator.normalize import normalize_entries
 from aggregator.records import RawEntry
@@ -203,14 +203,12 @@ def test_fragments_kept_only_where_they_tell_entries_apart() -> None:
     ]  # fmt: skip
 
 
-def test_title_fingerprints() -> None:
+def test_title_rules() -> None:
     def related(a: str, b: str) -> bool:
-        fa, fb = entry_facts(1, a), entry_facts(1, b)
-        return bool(related_titles(np.array(fa.title, dtype=np.uint64), np.array(fb.title, dtype=np.uint64), fa.words,
-                                   np.array(fb.stems, dtype=np.uint64)))  # fmt: skip
+        return related_titles(title_facts(a), title_facts(b))
 
     def conflict(a: str, b: str) -> bool:
-        return bool(numbers_conflict(title_fingerprint(a)[1], title_fingerprint(b)[1]))
+        return numbers_conflict(title_facts(a), title_facts(b))
 
     assert related("Episode 837: tides", "EPISODE 837 — Tides!")
     assert related("Bridge to close", "UPDATED: Bridge to close")
@@ -223,6 +221,8 @@ def test_title_fingerprints() -> None:
     assert conflict("Events calendar: week of June 5", "Events calendar: week of June 12")
     assert not conflict("Week 05", "week 5") and not conflict("No numbers", "Part 2")
     assert not conflict("CBS 58 - Second suspect charged at 37th St", "CBS 58 - Police investigate")
+    assert may_be_one_entry("Episode 837: tides", "EPISODE 837 — Tides!")
+    assert not may_be_one_entry("Episode 837: Alice on tides", "Episode 838: Bob on tides")
 
 
 def _index_with(rows: list[tuple[int, int, str, str]]) -> tuple[DedupIndex, Signer]:
@@ -230,7 +230,7 @@ def _index_with(rows: list[tuple[int, int, str, str]]) -> tuple[DedupIndex, Sign
     settings = DedupSettings()
     index, signer = DedupIndex(settings), Signer(settings)
     for item_id, cluster, feed, title, text in rows:
-        index.add(item_id, cluster, 1000, signer.sign(title, text), facts=entry_facts(feed, title),
+        index.add(item_id, cluster, 1000, signer.sign(title, text), facts=EntryFacts(feed, title),
                   paragraphs=paragraph_keys(text))  # fmt: skip
     return index, signer
 
@@ -247,7 +247,7 @@ def test_paragraphs_in_many_clusters_are_common_and_a_story_carried_widely_is_no
         (6, 4, 3, "Harbour wall repairs", story),
     ])  # fmt: skip
     keys = paragraph_keys(f"{story}\n{notice}")
-    common = index.common_paragraphs(keys, 1000, entry_facts(9, "Harbour news"))
+    common = index.common_paragraphs(keys, 1000, EntryFacts(9, "Harbour news"))
     assert common.tolist() == [False, True]  # the notice (3 clusters), not the story (1 cluster)
 
 
@@ -255,12 +255,12 @@ def test_a_paragraph_one_feed_carries_under_unrelated_titles_is_its_template() -
     widget = "Sign in or create your free account to keep reading local news from your neighbourhood."
     index, _ = _index_with([(1, 1, 1, "Man charged after stabbing", widget)])
     keys = paragraph_keys(widget)
-    assert index.common_paragraphs(keys, 1000, entry_facts(1, "Skate park approved")).tolist() == [True]
-    assert index.common_paragraphs(keys, 1000, entry_facts(1, "UPDATED: Man charged after stabbing")).tolist() == [False]
-    assert index.common_paragraphs(keys, 1000, entry_facts(2, "Skate park approved")).tolist() == [False]
+    assert index.common_paragraphs(keys, 1000, EntryFacts(1, "Skate park approved")).tolist() == [True]
+    assert index.common_paragraphs(keys, 1000, EntryFacts(1, "UPDATED: Man charged after stabbing")).tolist() == [False]
+    assert index.common_paragraphs(keys, 1000, EntryFacts(2, "Skate park approved")).tolist() == [False]
     index.add(2, 2, 1000, Signer(DedupSettings()).sign("Skate park approved", widget),
-              facts=entry_facts(1, "Skate park approved"), paragraphs=keys)  # fmt: skip
-    assert index.common_paragraphs(keys, 1000, entry_facts(3, "Bakery opens")).tolist() == [True]
+              facts=EntryFacts(1, "Skate park approved"), paragraphs=keys)  # fmt: skip
+    assert index.common_paragraphs(keys, 1000, EntryFacts(3, "Bakery opens")).tolist() == [True]
 
 
 def _now():

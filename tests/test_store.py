@@ -105,11 +105,16 @@ def test_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
 
 
-def test_missing_folder(tmp_path: Path) -> None:
-    db = tmp_path / "nope" / "agg.db"
-    with pytest.raises(StoreError, match="does not exist"):
-        Store.open(db)
-    assert not db.parent.exists()
+def test_missing_folder_is_created(tmp_path: Path) -> None:
+    db = tmp_path / "nope" / "deeper" / "agg.db"  # a first run with --db ~/y/d.db
+    Store.open(db).close()
+    assert db.is_file()
+
+
+def test_folder_that_cannot_be_created(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="cannot create the folder"):
+        Store.open(tmp_path / "file" / "agg.db")
 
 
 def test_folder_instead_of_file(tmp_path: Path) -> None:
