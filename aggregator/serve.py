@@ -74,7 +74,7 @@ class _Handler(BaseHTTPRequestHandler):
             "Cache-Control": "no-cache",
         }
         if self._not_modified(rendered.etag, rendered.last_modified):
-            return self._send(304, headers, b"", False)
+            return self._send(304, headers, b"", False, len(rendered.body))
         return self._send(200, headers, rendered.body, send_body)
 
     def _page(self, query: str, send_body: bool) -> None:
@@ -99,7 +99,7 @@ class _Handler(BaseHTTPRequestHandler):
             "Referrer-Policy": "no-referrer",
         }
         if etag in _tags(self.headers.get("If-None-Match")):
-            return self._send(304, headers, b"", False)
+            return self._send(304, headers, b"", False, len(body))
         return self._send(200, headers, body, send_body)
 
     def _not_modified(self, etag: str, last_modified: str) -> bool:
@@ -114,10 +114,15 @@ class _Handler(BaseHTTPRequestHandler):
                 return False
         return False
 
-    def _send(self, status: int, headers: dict[str, str], body: bytes, send_body: bool) -> None:
-        if status == 200 and len(body) > GZIP_MIN and _accepts_gzip(self.headers.get("Accept-Encoding", "")):
-            body = _gzip(body)
-            headers = {**headers, "Content-Encoding": "gzip"}
+    def _send(self, status: int, headers: dict[str, str], body: bytes, send_body: bool, full_size: int = 0) -> None:
+        """Answer; a 200 or 304 of a body over GZIP_MIN bytes is gzip when the client takes
+        it, under its own ETag (`full_size`: the size of the body a 304 stands for)."""
+        size = len(body) if status == 200 else full_size
+        if status in (200, 304) and size > GZIP_MIN and _accepts_gzip(self.headers.get("Accept-Encoding", "")):
+            headers = dict(headers)
+            if status == 200:
+                body = _gzip(body)
+                headers["Content-Encoding"] = "gzip"
             if "ETag" in headers:  # another representation, another strong validator
                 headers["ETag"] = headers["ETag"][:-1] + '-gz"'
         if status in (200, 304):

@@ -156,10 +156,9 @@ def test_broken_config_exit_2_one_line(tmp_path: Path, text: str, line: int | No
     assert not (tmp_path / "agg.db").exists()
 
 
-def test_missing_db_folder_exit_2(tmp_path: Path, feed_server: FeedServer) -> None:
+def test_missing_db_folder_is_created(tmp_path: Path, feed_server: FeedServer) -> None:
     feed_server.set("/f", Route(body=b"<rss/>"))
     cfg = write_config(tmp_path, f"feeds:\n  - {feed_server.url('/f')}\n")
     result = run(cfg, tmp_path / "no" / "agg.db", "fetch")
-    assert result.returncode == 2
-    assert "does not exist" in result.stderr and str(tmp_path / "no") in result.stderr
-    assert feed_server.hits("/f") == 0
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "no" / "agg.db").is_file() and feed_server.hits("/f") == 1
