@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 # Only what every command needs is imported here; the fetching, clustering and OPML stacks
@@ -12,9 +13,9 @@ from pathlib import Path
 # so `clusters list`, `search` or `stats` start in a fraction of the time.
 from . import __version__, queries
 from .config import CONFIG_ENV, DB_ENV, Config, load_config
-from .errors import AggregatorError
+from .errors import AggregatorError, NotFound
 from .logs import configure as configure_logging
-from .output import Progress, is_terminal, print_json, print_table, safe
+from .output import Progress, is_terminal, plural, print_json, print_table, safe, use_color
 from .store import open_store
 from .timeutil import from_iso, relative, utcnow
 from .units import parse_duration
@@ -45,6 +46,19 @@ def _duration(text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+ALL_TIME = float("inf")
+
+
+def _since(text: str) -> float:
+    """A --since period: a duration, or `all` (no limit)."""
+    return ALL_TIME if text.strip().lower() == "all" else _duration(text)
+
+
+def _since_time(seconds: float) -> datetime | None:
+    """The start of a --since period (None for `all`)."""
+    return None if seconds == ALL_TIME else utcnow() - timedelta(seconds=seconds)
 
 
 def _fraction(text: str) -> float:
@@ -79,9 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  aggregator fetch && aggregator clusters list --min-size 2",
     )
     p.add_argument("--version", action="version", version=f"aggregator {__version__}")
-    p.add_argument("--config", help=f"feeds.yaml to use (env {CONFIG_ENV}; default ./feeds.yaml)")
-    p.add_argument("--db", help=f"database file (env {DB_ENV}; default settings.database)")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    p.add_argument("--config", metavar="PATH", help=f"feeds.yaml to use (env {CONFIG_ENV}; default ./feeds.yaml)")
+    p.add_argument("--db", metavar="PATH", help=f"database file (env {DB_ENV}; default settings.database)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
     def command(parent, name, help, key=None):
         return parent.add_parser(
@@ -106,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     clusters = command(sub, "clusters", "Story clusters: copies of one story from many feeds.")
     csub = clusters.add_subparsers(dest="clusters_command", metavar="SUBCOMMAND", required=True)
     c = command(csub, "list", "Clusters, newest first.", "clusters list")
-    c.add_argument("--since", type=_duration, default=_duration("24h"),
-                   help="only clusters active in this period (default 24h)")
+    c.add_argument("--since", type=_since, default=_duration("24h"),
+                   help="only clusters active in this period (default 24h; `all`: any time)")
     c.add_argument("--min-size", type=int, default=2, help="at least this many items (default 2)")
     c.add_argument("--limit", type=int, default=50, help="at most this many (default 50; 0: all)")
     c.add_argument("--json", action="store_true", help="machine-readable output")
@@ -120,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(handler=cmd_clusters_show)
 
     c = command(sub, "run", "Run the daemon: poll feeds on their schedule until stopped.")
-    c.add_argument("--config", dest="run_config", help="feeds.yaml (same as the global option)")
-    c.add_argument("--db", dest="run_db", help="database file (same as the global option)")
+    c.add_argument("--config", dest="run_config", metavar="PATH", help="feeds.yaml (same as the global option)")
+    c.add_argument("--db", dest="run_db", metavar="PATH", help="database file (same as the global option)")
     c.add_argument("--once", action="store_true", help="one poll of every due or new feed, then exit")
     c.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     c.add_argument("--log-format", default="text", choices=["text", "json"],
@@ -135,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="file to write atomically; - for stdout (default settings.digest_path)")
     c.add_argument("--min-size", type=int, help="only stories carried at least this many times")
     c.add_argument("--tag", action="append", help="only stories from feeds with this tag (repeatable)")
-    c.add_argument("--since", type=_duration, help="window (default settings.digest.window, 48h)")
+    c.add_argument("--since", type=_since, help="window (default settings.digest.window, 48h; `all`: any time)")
     c.set_defaults(handler=cmd_digest)  # fmt: skip
 
     c = command(sub, "recluster", "Rebuild all clusters from stored items.")
@@ -146,8 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = command(sub, "search", "Full-text search of stored items, grouped by story, best match first.")
     c.add_argument("query", help="words (all must occur), or FTS5 syntax: \"a phrase\", bridg*, "
                                  "title:strike, flood NOT river")
-    c.add_argument("--since", type=_duration, default=_duration("7d"),
-                   help="only items published in this period (default 7d)")
+    c.add_argument("--since", type=_since, default=ALL_TIME,
+                   help="only items published in this period (default: everything stored; e.g. 7d)")
     c.add_argument("--limit", type=int, default=20, help="at most this many stories (default 20; 0: all)")
     c.add_argument("--json", action="store_true", help="machine-readable output")
     c.set_defaults(handler=cmd_search)
@@ -177,7 +191,7 @@ def cmd_fetch(args, config: Config) -> int:
 
         def start(total: int) -> None:
             nonlocal progress
-            progress = Progress(total, "fetching")
+            progress = Progress(total, "fetching").keep_clear_of_logs()
 
         report = app.fetch_all(config, store, start, lambda _: progress and progress.advance())
         if progress:
@@ -189,9 +203,10 @@ def cmd_fetch(args, config: Config) -> int:
         ]  # fmt: skip
         print_table(("status", "new", "updated", "unchanged", "feed", "message"), rows)
         print(
-            f"{len(report.outcomes)} feeds in {report.duration:.1f}s: {report.new_items} new items, "
-            f"{report.updated_items} updated, {report.new_clusters} new clusters, "
-            f"{report.count('not_modified')} not modified, {report.errors} errors",
+            f"{plural(len(report.outcomes), 'feed')} in {report.duration:.1f}s: "
+            f"{plural(report.new_items, 'new item')}, {report.updated_items} updated, "
+            f"{plural(report.new_clusters, 'new cluster')}, {report.count('not_modified')} not modified, "
+            f"{plural(report.errors, 'error')}",
             file=sys.stderr,
         )
     return 0
@@ -260,11 +275,17 @@ def _print_clusters(views, as_json: bool) -> None:
 
 
 def cmd_clusters_list(args, config: Config) -> int:
+    from .units import format_duration
+
     with open_store(config, args.db) as store:
-        since = utcnow() - timedelta(seconds=args.since)
-        views = queries.list_clusters(store, since, args.min_size, args.limit or None,
-                                      _cluster_filter(args))  # fmt: skip
+        since, where = _since_time(args.since), _cluster_filter(args)
+        views = queries.list_clusters(store, since, args.min_size, args.limit or None, where)
+        hidden = queries.count_clusters(store, args.min_size, before=since) if since and not where else 0
     _print_clusters(views, args.json)
+    if hidden:  # an empty answer should say why
+        print(f"{plural(hidden, 'older cluster')} of {args.min_size}+ items not shown: last active more than "
+              f"{format_duration(args.since)} ago; `--since all` (or e.g. `--since 30d`) shows them",
+              file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -273,16 +294,16 @@ def cmd_clusters_show(args, config: Config) -> int:
         where = _cluster_filter(args)
         view = queries.get_cluster(store, args.id, where)
         if view is None and where and queries.get_cluster(store, args.id) is not None:
-            raise AggregatorError(f"cluster {args.id} has no member matching {where.describe()}")
+            raise NotFound(f"cluster {args.id} has no member matching {where.describe()}")
     if view is None:
-        raise AggregatorError(f"no cluster {args.id}; list them with `aggregator clusters list`")
+        raise NotFound(f"no cluster {args.id}; list them with `aggregator clusters list`")
     if args.json:
         print_json(view.to_json())
         return 0
     now, terminal = utcnow(), is_terminal()
     first_seen = relative(view.first_seen, now) if terminal else view.to_json()["first_seen"]
     print(f"cluster {view.id}: {safe(view.title)}")
-    print(f"{view.size} items from {view.feeds} feeds, first seen {first_seen}")
+    print(f"{plural(view.size, 'item')} from {plural(view.feeds, 'feed')}, first seen {first_seen}")
     print_table(
         ("id", "feed", "published", "similarity", "title", "url"),
         [(m.id, m.feed, relative(m.published, now) if terminal else m.published.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -351,8 +372,7 @@ def cmd_search(args, config: Config) -> int:
     from .units import format_duration
 
     with open_store(config, args.db) as store:
-        since = utcnow() - timedelta(seconds=args.since)
-        hits = search(store, args.query, since, args.limit or None)
+        hits = search(store, args.query, _since_time(args.since), args.limit or None)
     if args.json:
         print_json([h.to_json() for h in hits])
         return 0
@@ -365,17 +385,17 @@ def cmd_search(args, config: Config) -> int:
         )  # fmt: skip
         return 0
     if not hits:
-        print(f"no matches for {safe(args.query)!r} in the last {format_duration(args.since)}",
-              file=sys.stderr)  # fmt: skip
+        period = "" if args.since == ALL_TIME else f" in the last {format_duration(args.since)}"
+        print(f"no matches for {safe(args.query)!r}{period}", file=sys.stderr)
         return 0
-    now = utcnow()
+    now, color = utcnow(), use_color()
     for h in hits:
-        print(f"cluster {h.id} · {h.size} items from {h.feeds} feeds · "
+        print(f"cluster {h.id} · {plural(h.size, 'item')} from {plural(h.feeds, 'feed')} · "
               f"last seen {relative(h.last_seen, now)}")  # fmt: skip
         for m in h.matches[:SEARCH_MATCHES_SHOWN]:
-            print(f"  {highlight(m.title_marked, True)}  ({safe(m.feed)}, {relative(m.published, now)})")
+            print(f"  {highlight(m.title_marked, color)}  ({safe(m.feed)}, {relative(m.published, now)})")
             if m.snippet:
-                print(f"    {highlight(m.snippet, True)}")
+                print(f"    {highlight(m.snippet, color)}")
         if len(h.matches) > SEARCH_MATCHES_SHOWN:
             print(f"  … {len(h.matches) - SEARCH_MATCHES_SHOWN} more matching items: "
                   f"aggregator clusters show {h.id}")  # fmt: skip
@@ -457,17 +477,27 @@ def cmd_demo(args, config: None) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:  # plain `aggregator`: what it can do
+        parser.print_help(sys.stderr)
+        return 2
     try:
         if getattr(args, "needs_config", True):
             config = load_config(getattr(args, "run_config", None) or args.config)
         else:
             config = None  # `demo` writes its own feeds.yaml
         return args.handler(args, config)
+    except NotFound as exc:  # the command ran; what was asked for is not there
+        print(f"aggregator: {safe(exc)}", file=sys.stderr)
+        return 1
     except AggregatorError as exc:
         print(f"aggregator: {safe(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `aggregator feeds list | head -1`: the reader left, as with cat
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 141
 
 
 if __name__ == "__main__":

@@ -196,7 +196,11 @@ class Daemon:
             store.close()
 
     def _update_health(self) -> None:
-        self.cache.health = {"status": "ok", "last_poll": self.last_poll, **health(self.store)}
+        counts = health(self.store)
+        # "degraded" while some feed fails: a monitor watching /healthz sees it (the HTTP
+        # status stays 200: the daemon itself is serving)
+        status = "degraded" if counts["feeds_failing"] or counts["feeds_dead"] else "ok"
+        self.cache.health = {"status": status, "last_poll": self.last_poll, **counts}
 
     async def prune_job(self) -> None:
         async with self._busy:

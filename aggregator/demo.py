@@ -34,7 +34,7 @@ from . import app, queries
 from .config import Config, load_config, parse_http
 from .daemon import run_daemon
 from .errors import ConfigError
-from .output import print_table
+from .output import plural, print_table
 from .timeutil import utcnow
 from .units import parse_duration
 
@@ -227,7 +227,7 @@ def run_demo(directory: Path | None, http: str = DEFAULT_HTTP, serve: bool = Tru
         run_daemon(config, None, once=True)
 
         views, items, clusters = multi_source_clusters(config)
-        print(f"\n{items} items from {len(OUTLETS)} feeds became {clusters} stories; "
+        print(f"\n{plural(items, 'item')} from {plural(len(OUTLETS), 'feed')} became {plural(clusters, 'story', 'stories')}; "
               f"{len(views)} were carried by more than one outlet:\n", file=out)  # fmt: skip
         print_clusters(views, out)
         where = "kept" if kept else "deleted on exit; --dir DIR keeps them"

@@ -19,3 +19,8 @@ class FetchError(AggregatorError):
 
 class ParseError(AggregatorError):
     """Fetched bytes are not a usable feed."""
+
+
+class NotFound(AggregatorError):
+    """What the command was asked for is not there (a cluster id, a feed): exit 1, not the
+    usage error's 2."""

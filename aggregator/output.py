@@ -4,6 +4,8 @@ tab-separated text when piped, JSON for scripts. Text from feeds is made inert f
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -83,13 +85,49 @@ class Progress:
             )
             self.stream.flush()
 
-    def close(self) -> None:
+    def keep_clear_of_logs(self) -> Progress:
+        """Clear the bar's line before any log line is written (a feed's warning), so the
+        warning is not written over it; the bar comes back at the next advance."""
+        if self.enabled:
+            self._filter = _ClearLine(self)
+            for handler in logging.getLogger().handlers:
+                handler.addFilter(self._filter)
+        return self
+
+    def clear(self) -> None:
         if self.enabled:
             self.stream.write("\r" + " " * (len(self.label) + 50) + "\r")
             self.stream.flush()
 
+    def close(self) -> None:
+        self.clear()
+        if getattr(self, "_filter", None) is not None:
+            for handler in logging.getLogger().handlers:
+                handler.removeFilter(self._filter)
+            self._filter = None
+
+
+class _ClearLine(logging.Filter):
+    def __init__(self, progress: Progress):
+        super().__init__()
+        self.progress = progress
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.progress.clear()
+        return True
+
 
 BOLD, RESET = "\x1b[1m", "\x1b[0m"
+
+
+def use_color(stream: TextIO = sys.stdout) -> bool:
+    """Escapes for bold only on a terminal that wants them (https://no-color.org, TERM=dumb)."""
+    return is_terminal(stream) and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """`1 item`, `2 items` (`words` for an irregular plural)."""
+    return f"{count} {word if count == 1 else (words or word + 's')}"
 
 
 def highlight(segments: Sequence[tuple[str, bool]], terminal: bool) -> str:

@@ -8,7 +8,7 @@ import hashlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 from .config import Config, DigestSettings, relative_to_config
@@ -36,12 +36,16 @@ def load_digest(store: Store, settings: DigestSettings, now: datetime) -> Digest
     return DigestSnapshot(settings.title, tuple(clusters), tags, now, tuple(feed_tags(store)))
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # `--since all`
+
+
 def ranked_digest(store: Store, settings: DigestSettings, now: datetime, min_size: int = 1,
                   tags: tuple[str, ...] = (), query: str = "") -> list[ClusterView]:  # fmt: skip
     """The digest's stories, best first (ranking.story_score), with the settings' filters
     and any extra ones (the web page's)."""
+    since = now - timedelta(seconds=settings.window) if settings.window != float("inf") else _EPOCH
     return digest_clusters(
-        store, now - timedelta(seconds=settings.window), settings.max_entries,
+        store, since, settings.max_entries,
         max(settings.min_size, min_size), settings.tags,
         now, (settings.rank_sources, settings.rank_recency), query, tags,
     )  # fmt: skip

