@@ -536,11 +536,11 @@ def due_feeds(store: Store, now: datetime) -> list[FeedRow]:
 
 
 def schedule_new_feeds(store: Store, when: dict[int, datetime]) -> None:
-    """First fetch times for feeds that never had one."""
+    """First fetch times for feeds never fetched (also ones scheduled for later)."""
     with store.transaction():
         for feed_id, at in when.items():
             store.conn.execute(
-                "UPDATE feeds SET next_fetch_at = ? WHERE id = ? AND next_fetch_at IS NULL",
+                "UPDATE feeds SET next_fetch_at = ? WHERE id = ? AND last_fetch_at IS NULL",
                 (iso(at), feed_id),
             )
 
