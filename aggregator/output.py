@@ -90,7 +90,7 @@ class Progress:
         warning is not written over it; the bar comes back at the next advance."""
         if self.enabled:
             self._filter = _ClearLine(self)
-            for handler in logging.getLogger().handlers:
+            for handler in _handlers():
                 handler.addFilter(self._filter)
         return self
 
@@ -102,9 +102,15 @@ class Progress:
     def close(self) -> None:
         self.clear()
         if getattr(self, "_filter", None) is not None:
-            for handler in logging.getLogger().handlers:
+            for handler in _handlers():
                 handler.removeFilter(self._filter)
             self._filter = None
+
+
+def _handlers() -> list[logging.Handler]:
+    """Where log lines go: the root's handlers, or Python's last resort (stderr) when the
+    command configured none (`fetch`)."""
+    return logging.getLogger().handlers or [h for h in (logging.lastResort,) if h is not None]
 
 
 class _ClearLine(logging.Filter):

@@ -139,3 +139,16 @@ def test_relative_times() -> None:
     assert relative(now - timedelta(days=6), now) == "6d ago"
     assert relative(now - timedelta(days=3446), now) == "2017-06-27"  # not "3446d ago"
     assert relative(now + timedelta(days=30), now) == "2027-01-02"
+
+
+def test_a_feeds_warning_is_not_written_over_the_progress_bar(tmp_path: Path, feed_server: FeedServer) -> None:
+    feeds = []
+    for i in range(6):
+        feed_server.set(f"/f{i}.xml", Route(body=b"<html>not a feed</html>" if i == 3 else rss([(f"g{i}", f"T {i}", datetime(2026, 1, 1, tzinfo=UTC))])))
+        feeds.append(feed_server.url(f"/f{i}.xml"))
+    (tmp_path / "feeds.yaml").write_text(yaml.safe_dump({"settings": {"http": "off"}, "feeds": feeds}))
+    out = in_terminal(tmp_path, "fetch")
+    warning = next(line for line in out.replace("\r\n", "\n").split("\n") if "/f3.xml" in line and "feed " in line)
+    # the bar's line was cleared first: the warning starts a line of its own
+    assert "fetching [" not in warning.rsplit("\r", 1)[-1], repr(warning)
+    assert warning.rsplit("\r", 1)[-1].startswith("feed "), repr(warning)
