@@ -617,6 +617,8 @@ def bands_for(threshold: float, num_perm: int, recall: float = CANDIDATE_RECALL)
 
 BUCKET_CAP = 64  # rows taken from one LSH bucket (its newest)
 _NO_PARAGRAPHS = np.zeros(0, dtype=np.uint32)
+PARAGRAPH_SEEN_BITS = 25  # 4 MB of bits: ~3% false "maybe" at a million distinct paragraphs
+_SEEN_MASK = (1 << PARAGRAPH_SEEN_BITS) - 1
 
 
 def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -835,6 +837,10 @@ class DedupIndex:
                                    recall=LEDE_CANDIDATE_RECALL)  # fmt: skip
         self.buckets = _Buckets()
         self.paragraph_buckets = _Buckets()
+        # one bit per paragraph key (its low PARAGRAPH_SEEN_BITS bits) ever filed: most
+        # paragraphs are no one else's, and a bit test in Python is ~20x cheaper than a
+        # bucket lookup (a set bit only sends the lookup on; killed rows keep their bits)
+        self._paragraph_seen = bytearray(1 << (PARAGRAPH_SEEN_BITS - 3))
         self.n = 0
         self._key_memo: tuple | None = None
         self._exact_memo: tuple | None = None
@@ -926,6 +932,11 @@ class DedupIndex:
         self._index_rows(rows, bulk)
         return rows
 
+    def _mark_seen(self, keys) -> None:
+        seen_bits = self._paragraph_seen
+        for k in keys:
+            seen_bits[(k & _SEEN_MASK) >> 3] |= 1 << (k & 7)
+
     def _add_many_paragraphs(self, paragraphs: list[np.ndarray]) -> None:
         """Append the paragraph keys of rows self.n, self.n + 1, ... (before they are counted)."""
         end = int(self.paragraph_at[self.n])
@@ -954,7 +965,11 @@ class DedupIndex:
             # each row's distinct keys, as add_one files them (one sort over all (row, key) pairs)
             pairs = np.unique(np.repeat(rows.astype(np.int64), ends - starts) << 32
                               | self.paragraph_keys[_ranges(starts, ends)].astype(np.int64))  # fmt: skip
-            self.paragraph_buckets.add_flat((pairs & 0xFFFFFFFF).astype(np.uint32), pairs >> 32)
+            filed = (pairs & 0xFFFFFFFF).astype(np.uint32)
+            self.paragraph_buckets.add_flat(filed, pairs >> 32)
+            bits = (filed & np.uint32(_SEEN_MASK)).astype(np.int64)
+            seen_bits = np.frombuffer(self._paragraph_seen, dtype=np.uint8)
+            np.bitwise_or.at(seen_bits, bits >> 3, (1 << (bits & 7)).astype(np.uint8))
             self.buckets.add(keys, rows)
             if lede_keys is not None:
                 self.buckets.add(lede_keys, words_rows)
@@ -971,7 +986,9 @@ class DedupIndex:
                 self.buckets.add_one(key_row, row)
         for row, start, end in zip(rows.tolist(), starts.tolist(), ends.tolist(), strict=True):
             if end > start:
-                self.paragraph_buckets.add_one(np.unique(self.paragraph_keys[start:end]), row)
+                distinct = np.unique(self.paragraph_keys[start:end])
+                self.paragraph_buckets.add_one(distinct, row)
+                self._mark_seen(distinct.tolist())
 
     def add(
         self,
@@ -997,7 +1014,10 @@ class DedupIndex:
         self._title_bytes += len(facts.title) + 57
         self._add_paragraphs(paragraphs if paragraphs is not None else _NO_PARAGRAPHS)
         if paragraphs is not None and len(paragraphs):
-            self.paragraph_buckets.add_one(np.unique(paragraphs), row)
+            listed = paragraphs.tolist()
+            distinct = set(listed)
+            self.paragraph_buckets.add_one(paragraphs if len(distinct) == len(listed) else np.unique(paragraphs), row)
+            self._mark_seen(distinct)
         self.n += 1
         if sig.lede is not None:
             self.lede[row], self.lede_sizes[row] = sig.lede, sig.lede_size
@@ -1129,7 +1149,10 @@ class DedupIndex:
         COMMON_CLUSTERS or more distinct clusters, or by two rows of one feed in different
         clusters, or by a row of the entry's own feed under an unrelated title."""
         common = np.zeros(len(keys), dtype=bool)
-        if not len(keys) or not self.paragraph_buckets.holds_any(keys):  # the usual case
+        seen_bits = self._paragraph_seen
+        if not any(seen_bits[(k & _SEEN_MASK) >> 3] >> (k & 7) & 1 for k in keys.tolist()):
+            return common  # the usual case: no paragraph of it was ever filed
+        if not self.paragraph_buckets.holds_any(keys):
             return common
         wanted = np.unique(keys)
         rows = self._live_rows(self.paragraph_buckets.query(wanted), seen)
@@ -1174,17 +1197,18 @@ class DedupIndex:
 
     def _verified(self, sig: Signature, rows: np.ndarray, facts: EntryFacts = NO_FACTS) -> list[tuple[int, float]]:
         rows = rows[self.kinds[rows] == sig.kind]
-        if facts.feed >= 0:  # one feed's entries under unrelated titles are different entries
-            mine = self.feed_ids[rows] == facts.feed
-            if mine.any():
-                mine[mine] = ~self._related(rows[mine], facts)
-                rows = rows[~mine]
         if len(rows) == 0:
             return []
         sims = similarities(sig, self.sizes[rows], self.lede_sizes[rows], self.full[rows],
                             self.lede[rows], self.settings)  # fmt: skip
         keep = ~np.isnan(sims)
-        return list(zip(rows[keep].tolist(), sims[keep].tolist(), strict=True))
+        found = list(zip(rows[keep].tolist(), sims[keep].tolist(), strict=True))
+        if facts.feed >= 0 and found:  # one feed's entries under unrelated titles are different entries
+            # (checked on the few verified copies, not on every candidate)
+            feeds = self.feed_ids
+            found = [(r, sim) for r, sim in found
+                     if feeds[r] != facts.feed or may_be_one_entry(self.titles[r], facts.title)]  # fmt: skip
+        return found
 
     @property
     def nbytes(self) -> int:
@@ -1195,7 +1219,7 @@ class DedupIndex:
             + self.lede_sizes.itemsize + self.full[0].nbytes + self.lede[0].nbytes + self.exact[0].nbytes
             + self.feed_ids.itemsize + self.paragraph_at.itemsize + 8  # + the titles list's pointer
         )  # fmt: skip
-        paragraphs = 4 * int(self.paragraph_at[self.n])
+        paragraphs = 4 * int(self.paragraph_at[self.n]) + len(self._paragraph_seen)
         return per_row * self.n + self._title_bytes + self.buckets.nbytes + paragraphs + self.paragraph_buckets.nbytes
 
 

@@ -724,7 +724,8 @@ def test_cli_end_to_end(world: World, tmp_path: Path) -> None:
     plain = run(cfg, db, "clusters", "show", str(first["id"]))
     assert plain.returncode == 0, plain.stderr
     assert plain.stdout.startswith(f"cluster {first['id']}: {first['title']}")
-    assert f"{first['size']} items from {first['feeds']} feeds" in plain.stdout
+    feeds = f"{first['feeds']} feed" + ("" if first["feeds"] == 1 else "s")
+    assert f"{first['size']} items from {feeds}" in plain.stdout
     for item in first["items"]:
         assert item["url"] in plain.stdout
 
