@@ -11,6 +11,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import random
 import sqlite3
 import threading
 import time
@@ -27,7 +28,7 @@ from .fetch import Fetcher
 from .normalize import html_to_text, normalize_entries, one_line
 from .parse import parse_feed
 from .records import FetchResult, FetchStatus, Item, ParsedFeed
-from .schedule import next_fetch_delay
+from .schedule import jittered, next_fetch_delay
 from .store import SEARCH_BATCH, FeedRow, Store, StoredItem
 from .timeutil import utcnow
 
@@ -298,6 +299,8 @@ class Poller:
             retry_after=fetch.retry_after,
             max_age=fetch.max_age,
         )
+        if fetch.status is FetchStatus.NOT_MODIFIED:
+            delay = jittered(delay, random.random())
         state = dict(
             status=feed_status,
             last_fetch_at=fetch.fetched_at,
@@ -387,9 +390,8 @@ class Poller:
                         now,
                         signatures,
                     )
-                delay = next_fetch_delay(
-                    self._interval(feed), ttl=parsed.ttl, max_age=fetch.max_age
-                )
+                delay = jittered(next_fetch_delay(self._interval(feed), ttl=parsed.ttl, max_age=fetch.max_age),
+                                 random.random())  # fmt: skip
                 state = dict(
                     status="ok",
                     title=parsed.title,

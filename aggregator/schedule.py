@@ -6,6 +6,15 @@ from __future__ import annotations
 MAX_BACKOFF = 24 * 3600.0  # a failing feed is still tried daily
 MAX_HINT = 24 * 3600.0  # a feed cannot ask us to wait more than a day
 MIN_RETRY_AFTER = 60.0
+# Regular polls come up to this share of the interval early, so feeds first fetched together
+# (all at start-up) drift apart instead of hitting the network in one burst every interval.
+JITTER = 0.05
+
+
+def jittered(delay: float, draw: float) -> float:
+    """A regular poll's delay, shortened by up to JITTER of it (`draw` in [0, 1), the
+    caller's randomness)."""
+    return delay * (1 - JITTER * draw)
 
 
 def next_fetch_delay(
