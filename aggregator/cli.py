@@ -186,7 +186,7 @@ def cmd_run(args, config: Config) -> int:
 def cmd_fetch(args, config: Config) -> int:
     from . import app
 
-    with open_store(config, args.db) as store:
+    with open_store(config, args.db, create_folder=True) as store:
         progress: Progress | None = None
 
         def start(total: int) -> None:

@@ -291,7 +291,7 @@ def run_daemon(config: Config, db_override: str | None, once: bool) -> int:
     signal.signal(signal.SIGINT, _exit_quietly)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     db_path = database_path(config, db_override)
-    store = Store.open(db_path)
+    store = Store.open(db_path, create_folder=True)
     try:
         with single_instance(db_path):
             daemon = Daemon(config, store, once=once)

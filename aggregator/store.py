@@ -104,9 +104,10 @@ def _feed_row(row: dict) -> FeedRow:
 
 
 @contextmanager
-def open_store(config: Config, db_override: str | None = None) -> Iterator[Store]:
-    """The configured database (or `db_override`), closed afterwards."""
-    store = Store.open(database_path(config, db_override))
+def open_store(config: Config, db_override: str | None = None, create_folder: bool = False) -> Iterator[Store]:
+    """The configured database (or `db_override`), closed afterwards; `create_folder` for
+    the commands that fill it (fetch, run)."""
+    store = Store.open(database_path(config, db_override), create_folder=create_folder)
     try:
         yield store
     finally:
@@ -127,16 +128,24 @@ class Store:
     # ------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, path: str | Path, *, migrations_dir: Path = MIGRATIONS_DIR) -> Store:
+    def open(cls, path: str | Path, *, migrations_dir: Path = MIGRATIONS_DIR, create_folder: bool = False) -> Store:
         """Open (creating if needed) and migrate. Fails with a StoreError that names the
-        file and the fix, and never writes to a database it cannot use."""
+        file and the fix, and never writes to a database it cannot use. `create_folder`:
+        a first `fetch` or `run` with --db ~/y/d.db makes ~/y, as it makes the file; a
+        read-only command does not make a folder for an empty database."""
         path = Path(path)
-        try:  # a first run with --db ~/y/d.db makes ~/y, as it makes the file
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
+        if create_folder:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"{path}: cannot create the folder {path.parent} ({exc.strerror}); create it or pass --db PATH"
+                ) from None
+        elif not path.parent.is_dir():
             raise StoreError(
-                f"{path}: cannot create the folder {path.parent} ({exc.strerror}); create it or pass --db PATH"
-            ) from None
+                f"{path}: the folder {path.parent} does not exist; `aggregator fetch` creates it "
+                "with the database, or pass --db PATH"
+            )
         if path.exists() and path.is_dir():
             raise StoreError(f"{path}: is a folder, not a database file; pass --db PATH/aggregator.db")
         try:

@@ -63,7 +63,7 @@ def test_fetch_prints_per_feed_summary_and_exits_0_despite_a_failure(fetched) ->
     assert "HTTP 404" in rows[1][5]
     assert len(rows) == 2
     assert "2 feeds in" in result.stderr
-    assert "4 new items" in result.stderr and "1 errors" in result.stderr
+    assert "4 new items" in result.stderr and "1 error\n" in result.stderr
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM items").fetchone()[0] == 4
     conn.close()
@@ -159,6 +159,10 @@ def test_broken_config_exit_2_one_line(tmp_path: Path, text: str, line: int | No
 def test_missing_db_folder_is_created(tmp_path: Path, feed_server: FeedServer) -> None:
     feed_server.set("/f", Route(body=b"<rss/>"))
     cfg = write_config(tmp_path, f"feeds:\n  - {feed_server.url('/f')}\n")
-    result = run(cfg, tmp_path / "no" / "agg.db", "fetch")
+    # a read-only command makes no folder for an empty database: it says what to do
+    listed = run(cfg, tmp_path / "no" / "agg.db", "clusters", "list")
+    assert listed.returncode == 2 and "does not exist" in listed.stderr and "aggregator fetch" in listed.stderr
+    assert not (tmp_path / "no").exists()
+    result = run(cfg, tmp_path / "no" / "agg.db", "fetch")  # the first fetch makes it
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "no" / "agg.db").is_file() and feed_server.hits("/f") == 1

@@ -105,16 +105,19 @@ def test_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
 
 
-def test_missing_folder_is_created(tmp_path: Path) -> None:
+def test_missing_folder_is_created_for_a_first_fetch(tmp_path: Path) -> None:
     db = tmp_path / "nope" / "deeper" / "agg.db"  # a first run with --db ~/y/d.db
-    Store.open(db).close()
+    with pytest.raises(StoreError, match="does not exist"):  # a read-only command
+        Store.open(db)
+    assert not db.parent.exists()
+    Store.open(db, create_folder=True).close()
     assert db.is_file()
 
 
 def test_folder_that_cannot_be_created(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(StoreError, match="cannot create the folder"):
-        Store.open(tmp_path / "file" / "agg.db")
+        Store.open(tmp_path / "file" / "agg.db", create_folder=True)
 
 
 def test_folder_instead_of_file(tmp_path: Path) -> None:

@@ -107,12 +107,6 @@ def config_not_utf8(case: Case) -> None:
     )
 
 
-def db_in_missing_folder(case: Case) -> None:
-    case.db.unlink()
-    case.db = case.root / "no-such-folder" / "agg.db"
-    case.blame = str(case.db)
-
-
 def db_in_read_only_folder(case: Case) -> None:
     case.db.unlink()
     case.db = Path("/proc/aggregator.db")
@@ -164,7 +158,6 @@ CASES: dict[str, Callable[[Case], None]] = {
     "invalid YAML": _config("settings:\n  interval: [5m\nfeeds:\n  - http://127.0.0.1:9/a.xml\n"),
     "unknown settings key": _config(f"settings:\n  intervall: 5m\n{FEEDS}"),
     "negative interval": _config(f"settings:\n  interval: -5m\n{FEEDS}"),
-    "database in a missing folder": db_in_missing_folder,
     "database in a read-only folder (/proc)": db_in_read_only_folder,
     "database is random bytes": db_random_bytes,
     "database truncated to 40%": db_truncated,
