@@ -23,6 +23,7 @@ class MemberView:
     url: str | None
     published: datetime
     similarity: float | None  # estimated resemblance to the representative
+    link: str | None = None  # the link as the feed published it (`url` is the canonical one)
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,7 @@ def _load(store: Store, ids: list[int]) -> list[ClusterView]:
     for row in conn.execute(
         f"""SELECT i.cluster_id, i.id, {_FEED_NAME}, i.title, {_LINK}, i.published_at,
                    s.kind, s.size, s.lede_size, s.full, s.lede,
-                   CASE WHEN i.changed_at > i.first_seen_at THEN i.changed_at END
+                   CASE WHEN i.changed_at > i.first_seen_at THEN i.changed_at END, i.url
             FROM items i JOIN feeds f ON f.id = i.feed_id
             LEFT JOIN signatures s ON s.item_id = i.id
             WHERE i.cluster_id IN ({marks}) ORDER BY i.published_at, i.id""",
@@ -244,6 +245,7 @@ def _load(store: Store, ids: list[int]) -> list[ClusterView]:
                 url=r[4],
                 published=from_iso(r[5]),
                 similarity=_similarity(rep_sig, sigs.get(r[1]), r[1] == rep_id),
+                link=r[12],
             )
             for r in rows
         )

@@ -825,11 +825,11 @@ def run_aggregator(
     )  # fmt: skip
     try:
         data = json.loads(out)
-        pairs = [(str(c["id"]), item["url"]) for c in data for item in c["items"]]
+        pairs = [(str(c["id"]), item["link"]) for c in data for item in c["items"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise BenchError(
             f"{corpus.name} [{tag}]: `clusters list --json` output is not a list of clusters "
-            f"with items[].url ({exc}); first 300 chars:\n{out[:300]}"
+            f"with items[].link ({exc}); first 300 chars:\n{out[:300]}"
         ) from None
     links = {e.link for e in corpus.entries}
     clusters = {url: cid for cid, url in pairs if url in links}

@@ -707,7 +707,7 @@ def test_cli_end_to_end(world: World, tmp_path: Path) -> None:
         assert ISO_Z.match(c["first_seen"]) and ISO_Z.match(c["last_seen"])
         assert c["first_seen"] <= c["last_seen"]
         for item in c["items"]:
-            assert set(item) == {"id", "feed", "title", "url", "published", "similarity"}
+            assert set(item) == {"id", "feed", "title", "url", "published", "similarity", "link"}
             assert ISO_Z.match(item["published"])
             assert item["similarity"] is None or 0 <= item["similarity"] <= 1
         rep = c["items"][0]  # members are listed earliest first: the representative
