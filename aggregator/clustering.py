@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -69,9 +70,9 @@ class Placement:
     shared_link: bool = False  # Item.shared_link
 
 
-@dataclass(frozen=True)
-class Decision:
-    """Where one item goes, and what the index and the store keep of it."""
+class Decision(NamedTuple):
+    """Where one item goes, and what the index and the store keep of it (a tuple: one is
+    made per item placed, and a frozen dataclass costs ~1 us more)."""
 
     cluster: int | None  # None: a new cluster
     similarity: float
