@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import DedupSettings
-from .evidence import COMMON_CLUSTERS, NO_FACTS, EntryFacts, may_be_one_entry
+from .evidence import COMMON_CLUSTERS, NO_FACTS, EntryFacts, may_be_one_entry, titles_contained
 
 WORD = re.compile(r"\w+")
 KIND_WORDS = 0
@@ -341,7 +341,7 @@ class Signer:
             # (SHORT_WORDS_CONTAINED), not only most of their characters
             word_set = np.unique(((hashed ^ (hashed >> np.uint64(32))) & np.uint64(0xFFFFFFFF)).astype(_U32))
             full = self._minhash(shingles, self._full)
-            if len(word_set) > s.lede_num_perm:
+            if not len(word_set) or len(word_set) > s.lede_num_perm:  # (no words: nothing to agree on)
                 return Signature(KIND_CHARS, len(shingles), full)
             padded = np.full(s.lede_num_perm, _WORD_PAD, dtype=_U32)
             padded[: len(word_set)] = word_set
@@ -901,7 +901,7 @@ class DedupIndex:
         bulk: bool = False,
         exact: np.ndarray | None = None,
         facts: list[EntryFacts] | None = None,
-        paragraphs: list[np.ndarray] | None = None,
+        paragraphs: list[np.ndarray] | tuple[np.ndarray, np.ndarray] | None = None,
     ) -> np.ndarray:
         """Index signatures (and their items' exact keys, (n, 2) uint64, facts and
         paragraph keys); returns their rows. With bulk (start-up rebuild) they become
@@ -927,7 +927,10 @@ class DedupIndex:
             if sig.lede is not None:
                 self.lede[i] = sig.lede
                 self.lede_sizes[i] = sig.lede_size
-        self._add_many_paragraphs(paragraphs or [_NO_PARAGRAPHS] * count)
+        if isinstance(paragraphs, tuple):  # (all keys in row order, how many each row has)
+            self._add_flat_paragraphs(*paragraphs)
+        else:
+            self._add_many_paragraphs(paragraphs or [_NO_PARAGRAPHS] * count)
         self.n += count
         self._index_rows(rows, bulk)
         return rows
@@ -939,16 +942,20 @@ class DedupIndex:
 
     def _add_many_paragraphs(self, paragraphs: list[np.ndarray]) -> None:
         """Append the paragraph keys of rows self.n, self.n + 1, ... (before they are counted)."""
-        end = int(self.paragraph_at[self.n])
         counts = np.fromiter(map(len, paragraphs), dtype=np.int64, count=len(paragraphs))
-        total = int(counts.sum())
+        flat = np.concatenate(paragraphs) if int(counts.sum()) else _NO_PARAGRAPHS
+        self._add_flat_paragraphs(flat, counts)
+
+    def _add_flat_paragraphs(self, flat: np.ndarray, counts: np.ndarray) -> None:
+        """_add_many_paragraphs with the keys already in one array."""
+        end = int(self.paragraph_at[self.n])
+        total = len(flat)
         if end + total > len(self.paragraph_keys):
             grown = np.zeros(max(end + total, 2 * len(self.paragraph_keys)), dtype=np.uint32)
             grown[:end] = self.paragraph_keys[:end]
             self.paragraph_keys = grown
-        if total:
-            self.paragraph_keys[end : end + total] = np.concatenate(paragraphs)
-        self.paragraph_at[self.n + 1 : self.n + 1 + len(paragraphs)] = end + np.cumsum(counts)
+        self.paragraph_keys[end : end + total] = flat
+        self.paragraph_at[self.n + 1 : self.n + 1 + len(counts)] = end + np.cumsum(counts)
 
     def _index_rows(self, rows: np.ndarray, bulk: bool) -> None:
         keys = self.full_bands.band_keys(self.full[rows], self.kinds[rows])
@@ -1167,15 +1174,18 @@ class DedupIndex:
         verdict: list[int] = []
         for key in np.unique(carried).tolist():
             by = carrier[carried == key]
-            if len(np.unique(self.cluster_ids[by])) >= COMMON_CLUSTERS or self._feed_template(by, facts):
+            if len(np.unique(self.cluster_ids[by])) >= COMMON_CLUSTERS or self._feed_template(by, facts, wanted):
                 verdict.append(key)
         if verdict:
             common = np.isin(keys, np.array(verdict, dtype=np.uint32))
         return common
 
-    def _feed_template(self, rows: np.ndarray, facts: EntryFacts) -> bool:
+    def _feed_template(self, rows: np.ndarray, facts: EntryFacts, body: np.ndarray) -> bool:
         """Whether these rows' paragraph is a feed's template: one feed carries it in two
-        clusters, or the entry's own feed under a title unrelated to the entry's."""
+        clusters, or the entry's own feed under a title unrelated to the entry's, or under
+        another title (not one inside the other) in an entry whose whole body is the same
+        paragraphs as this one's (`body`, distinct keys): chrome and nothing else. Local
+        outlets' titles share place names ("Northfield"), which makes them related."""
         feeds = self.feed_ids[rows]
         known = feeds >= 0
         feeds, rows = feeds[known], rows[known]
@@ -1183,6 +1193,10 @@ class DedupIndex:
             mine = rows[feeds == facts.feed]
             if len(mine) and not self._related(mine, facts).all():
                 return True
+            for r in mine.tolist():
+                same_body = np.array_equal(np.unique(self.paragraph_keys[self.paragraph_at[r] : self.paragraph_at[r + 1]]), body)
+                if same_body and not titles_contained(self.titles[r], facts.title):
+                    return True
         pairs = np.unique(feeds.astype(np.int64) << 32 | self.cluster_ids[rows])
         return len(np.unique(pairs >> 32)) < len(pairs)
 

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from . import PROJECT_URL, __version__
 from .errors import ConfigError
 from .normalize import one_line
-from .queries import ClusterView, MemberView
+from .queries import ClusterView, MemberView, outlet_lines
 
 
 @dataclass(frozen=True)
@@ -145,12 +145,6 @@ def _summary(sources: int, members: Sequence[_Member], lede: str = "") -> str:
     return f"{lede}\n\n{line}" if lede else line
 
 
-def _lines(members: Sequence[_Member]) -> tuple[_Member, ...]:
-    """One line per outlet and headline: an outlet's Atom and JSON feeds of one post are
-    one source, not two identical lines."""
-    return tuple({(m.feed, m.title, m.url): m for m in reversed(members)}.values())[::-1]
-
-
 def _content_html(sources: int, members: Sequence[_Member], lede: str = "") -> str:
     """Sanitised by construction: built from plain text, every value escaped, links only
     for http(s), no attribute but href."""
@@ -178,7 +172,7 @@ def _member(m: MemberView) -> _Member:
 
 
 def _entry(cluster: ClusterView, meta: DigestMeta) -> _Entry:
-    members = _lines([_member(m) for m in cluster.items])
+    members = tuple(_member(m) for m in outlet_lines(cluster.items))
     sources = cluster.sources
     lede = _line(cluster.lede)
     return _Entry(

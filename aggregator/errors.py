@@ -22,5 +22,5 @@ class ParseError(AggregatorError):
 
 
 class NotFound(AggregatorError):
-    """What the command was asked for is not there (a cluster id, a feed): exit 1, not the
-    usage error's 2."""
+    """What the command was asked for is not there (a cluster id): exit 1, not the usage
+    error's 2 (an unknown --feed is a bad argument: 2)."""

@@ -21,7 +21,9 @@ them to the rows it holds.
   the dedup window) belong to COMMON_CLUSTERS or more distinct clusters, or when one
   feed carries it in two different clusters, or the entry's own feed carries it under
   an unrelated title (a feed's template: a sign-in widget, a cookie notice, a show's
-  description). An entry is compared on the rest of its text: its own text.
+  description), or under another title in an entry whose whole body is the same
+  paragraphs (chrome and nothing else). An entry is compared on the rest of its text: its
+  own text.
 """
 
 from __future__ import annotations
@@ -80,6 +82,12 @@ def title_facts(title: str) -> TitleFacts:
 def related_titles(a: TitleFacts, b: TitleFacts) -> bool:
     """One title's words all in the other's, or a shared stem."""
     return a.words <= b.words or b.words <= a.words or not a.stems.isdisjoint(b.stems)
+
+
+def titles_contained(a: str, b: str) -> bool:
+    """One title's words all in the other's (a re-post, "UPDATED: ...")."""
+    fa, fb = title_facts(a), title_facts(b)
+    return fa.words <= fb.words or fb.words <= fa.words
 
 
 def numbers_conflict(a: TitleFacts, b: TitleFacts) -> bool:

@@ -315,12 +315,14 @@ def with_entry_fragments(items: list[Item]) -> list[Item]:
     told_apart = {canon for canon, seen in fragments.items() if len(seen) > 1}
     if not told_apart:
         return items
-    return [
-        replace(item, canonical_url=canonical_url(item.url, keep_fragment=True))
-        if item.canonical_url in told_apart
-        else item
-        for item in items
-    ]
+    out = []
+    for item in items:
+        if item.canonical_url in told_apart:
+            canon = canonical_url(item.url, keep_fragment=True)
+            keyed_by_link = item.key == item.canonical_url  # no guid: the link is its key
+            item = replace(item, canonical_url=canon, key=canon if keyed_by_link and canon else item.key)
+        out.append(item)
+    return out
 
 
 # ---------------------------------------------------------------- dates
@@ -392,12 +394,13 @@ def normalize_entries(entries: Iterable[RawEntry], now: datetime) -> tuple[Item,
     """Items of a feed, first occurrence winning when a feed repeats a key; links told
     apart only by their fragment keep it, links several entries share are marked; the
     paragraphs the feed repeats across entries (its template) are removed from every entry."""
+    normalized = [i for i in (normalize_entry(entry, now) for entry in entries) if i.title or i.text]
+    # fragments first: an entry without a guid is keyed by its link, and posts told apart
+    # only by the fragment would otherwise share one key (and all but the first be lost)
     seen: dict[str, Item] = {}
-    for entry in entries:
-        item = normalize_entry(entry, now)
-        if item.title or item.text:
-            seen.setdefault(item.key, item)
-    items = with_shared_links_marked(with_entry_fragments(list(seen.values())))
+    for item in with_entry_fragments(normalized):
+        seen.setdefault(item.key, item)
+    items = with_shared_links_marked(list(seen.values()))
     template = repeated_paragraphs((i.title, i.text) for i in items)
     if template:
         items = [_without(i, template) for i in items]

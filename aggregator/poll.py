@@ -300,7 +300,7 @@ class Poller:
             max_age=fetch.max_age,
         )
         if fetch.status is FetchStatus.NOT_MODIFIED:
-            delay = jittered(delay, random.random())
+            delay = jittered(delay, self._interval(feed), random.random())
         state = dict(
             status=feed_status,
             last_fetch_at=fetch.fetched_at,
@@ -390,8 +390,9 @@ class Poller:
                         now,
                         signatures,
                     )
-                delay = jittered(next_fetch_delay(self._interval(feed), ttl=parsed.ttl, max_age=fetch.max_age),
-                                 random.random())  # fmt: skip
+                interval = self._interval(feed)
+                delay = jittered(next_fetch_delay(interval, ttl=parsed.ttl, max_age=fetch.max_age),
+                                 interval, random.random())  # fmt: skip
                 state = dict(
                     status="ok",
                     title=parsed.title,

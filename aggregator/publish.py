@@ -31,7 +31,7 @@ class Rendered:
 
 def load_digest(store: Store, settings: DigestSettings, now: datetime) -> DigestSnapshot:
     """The digest's clusters as of `now` and the tags of the feeds behind each."""
-    clusters = ranked_digest(store, settings, now)
+    clusters, _ = ranked_digest(store, settings, now)
     tags = cluster_tags(store, [c.id for c in clusters])
     return DigestSnapshot(settings.title, tuple(clusters), tags, now, tuple(feed_tags(store)))
 
@@ -40,9 +40,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # `--since all`
 
 
 def ranked_digest(store: Store, settings: DigestSettings, now: datetime, min_size: int = 1,
-                  tags: tuple[str, ...] = (), query: str = "") -> list[ClusterView]:  # fmt: skip
-    """The digest's stories, best first (ranking.story_score), with the settings' filters
-    and any extra ones (the web page's)."""
+                  tags: tuple[str, ...] = (), query: str = "") -> tuple[list[ClusterView], int]:  # fmt: skip
+    """(The digest's stories, best first (ranking.story_score), how many matched) with the
+    settings' filters and any extra ones (the web page's)."""
     since = now - timedelta(seconds=settings.window) if settings.window != float("inf") else _EPOCH
     return digest_clusters(
         store, since, settings.max_entries,
@@ -82,7 +82,7 @@ def build_digest(
     formats: tuple[str, ...] = FORMATS,
 ) -> dict[str, Rendered]:
     """Every requested format of the digest as of `now`."""
-    return render_digest(ranked_digest(store, settings, now), settings, now, base_url, formats)
+    return render_digest(ranked_digest(store, settings, now)[0], settings, now, base_url, formats)
 
 
 class DigestCache:
@@ -130,6 +130,6 @@ def publish(config: Config, store: Store, now: datetime, cache: DigestCache | No
 
 def page_snapshot(store: Store, settings: DigestSettings, where: PageFilter, now: datetime) -> DigestSnapshot:
     """The web page's stories for a filter, queried over the whole digest window."""
-    clusters = ranked_digest(store, settings, now, where.min_size, where.tags, where.q)
+    clusters, matched = ranked_digest(store, settings, now, where.min_size, where.tags, where.q)
     tags = cluster_tags(store, [c.id for c in clusters])
-    return DigestSnapshot(settings.title, tuple(clusters), tags, now, tuple(feed_tags(store)), filtered=True)
+    return DigestSnapshot(settings.title, tuple(clusters), tags, now, tuple(feed_tags(store)), matched=matched)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
@@ -191,13 +192,35 @@ def get_cluster(
 
 # The digest's and the page's lede: the representative's opening words.
 LEDE_WORDS = 60
-_LINK = "coalesce(i.canonical_url, i.url)"  # tracking parameters removed (normalize.canonical_url)
 
 
-def lede(text: str, words: int = LEDE_WORDS) -> str:
-    """The first `words` words of a text, on one line, with "…" when it goes on."""
+
+def lede(text: str, words: int = LEDE_WORDS, more: bool = False) -> str:
+    """The first `words` words of a text, on one line, with "…" when it goes on (`more`:
+    the text was cut before it reached us)."""
     parts = text.split()
-    return " ".join(parts[:words]) + (" …" if len(parts) > words else "")
+    cut = len(parts) > words or (more and bool(parts))
+    return " ".join(parts[:words]) + (" …" if cut else "")
+
+
+def reader_link(canonical: str | None, published: str | None) -> str | None:
+    """The link a reader follows: the canonical one (tracking parameters removed), with
+    the published link's #fragment, which canonical URLs drop (a hash-routed page,
+    `site/#/article/1`, needs it)."""
+    if not canonical:
+        return published
+    if published and "#" in published and "#" not in canonical:
+        return canonical + "#" + published.split("#", 1)[1]
+    return canonical
+
+
+def outlet_lines(members: Sequence[MemberView]) -> list[MemberView]:
+    """One member per outlet, headline and link, the earliest, in time order: an outlet's
+    Atom and JSON feeds of one post are one source and one line (the digest and the page)."""
+    seen: dict[tuple, MemberView] = {}
+    for m in members:
+        seen.setdefault((m.feed, m.title, m.url), m)
+    return list(seen.values())
 
 
 def _load(store: Store, ids: list[int]) -> list[ClusterView]:
@@ -209,7 +232,8 @@ def _load(store: Store, ids: list[int]) -> list[ClusterView]:
         r[0]: r
         for r in conn.execute(
             f"""SELECT c.id, c.size, c.feed_count, c.first_seen, c.last_seen, c.representative_id,
-                       i.title, {_LINK}, c.updated_at, substr(i.text, 1, 2000)
+                       i.title, i.canonical_url, i.url, c.updated_at, substr(i.text, 1, 2000),
+                       length(i.text) > 2000
                 FROM clusters c LEFT JOIN items i ON i.id = c.representative_id
                 WHERE c.id IN ({marks})""",
             ids,
@@ -217,7 +241,7 @@ def _load(store: Store, ids: list[int]) -> list[ClusterView]:
     }
     members: dict[int, list[tuple]] = {cid: [] for cid in clusters}
     for row in conn.execute(
-        f"""SELECT i.cluster_id, i.id, {_FEED_NAME}, i.title, {_LINK}, i.published_at,
+        f"""SELECT i.cluster_id, i.id, {_FEED_NAME}, i.title, i.canonical_url, i.published_at,
                    s.kind, s.size, s.lede_size, s.full, s.lede,
                    CASE WHEN i.changed_at > i.first_seen_at THEN i.changed_at END, i.url
             FROM items i JOIN feeds f ON f.id = i.feed_id
@@ -230,7 +254,7 @@ def _load(store: Store, ids: list[int]) -> list[ClusterView]:
     for cid in ids:
         if cid not in clusters:
             continue
-        _, size, feeds, first, last, rep_id, title, url, _, text = clusters[cid]
+        _, size, feeds, first, last, rep_id, title, canonical, url, _, text, cut = clusters[cid]
         rows = members[cid]
         # the story last changed when its latest report was published or a member's text
         # changed (not when a poll stored them: a first fetch stores everything at once)
@@ -242,7 +266,7 @@ def _load(store: Store, ids: list[int]) -> list[ClusterView]:
                 id=r[1],
                 feed=r[2],
                 title=r[3],
-                url=r[4],
+                url=reader_link(r[4], r[12]),
                 published=from_iso(r[5]),
                 similarity=_similarity(rep_sig, sigs.get(r[1]), r[1] == rep_id),
                 link=r[12],
@@ -250,8 +274,8 @@ def _load(store: Store, ids: list[int]) -> list[ClusterView]:
             for r in rows
         )
         views.append(
-            ClusterView(cid, size, feeds, title or "", url, from_iso(first), from_iso(last), items,
-                        max(changes), lede(text or ""))  # fmt: skip
+            ClusterView(cid, size, feeds, title or "", reader_link(canonical, url), from_iso(first),
+                        from_iso(last), items, max(changes), lede(text or "", more=bool(cut)))  # fmt: skip
         )
     return views
 
@@ -277,8 +301,8 @@ def digest_clusters(
     rank: tuple[float, float] = (1.0, 12 * 3600.0),
     query: str = "",
     page_tags: tuple[str, ...] = (),
-) -> list[ClusterView]:
-    """The `limit` best-ranked clusters active (a member joined or changed) since `since`
+) -> tuple[list[ClusterView], int]:
+    """(The `limit` best-ranked clusters, how many matched) of those active (a member joined or changed) since `since`
     (ranking.story_score with `rank` = (sources weight, recency seconds), ties to the newer
     story); with `tags` (and again with `page_tags`), only clusters carried by a feed with
     one of the tags; with `query`, only those whose title or a member's headline contains it
@@ -305,7 +329,7 @@ def digest_clusters(
             for cid, latest, outlets in store.conn.execute(sql, args)
         ]
         scored.sort(reverse=True)
-        return _load(store, [cid for _, _, cid in scored[:limit]])
+        return _load(store, [cid for _, _, cid in scored[:limit]]), len(scored)
 
 
 def feed_tags(store: Store) -> list[str]:

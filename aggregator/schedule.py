@@ -11,10 +11,11 @@ MIN_RETRY_AFTER = 60.0
 JITTER = 0.05
 
 
-def jittered(delay: float, draw: float) -> float:
-    """A regular poll's delay, shortened by up to JITTER of it (`draw` in [0, 1), the
-    caller's randomness)."""
-    return delay * (1 - JITTER * draw)
+def jittered(delay: float, interval: float, draw: float) -> float:
+    """A regular poll's delay (the plain interval) shortened by up to JITTER of it (`draw`
+    in [0, 1), the caller's randomness); a delay a feed's hints stretched, a backoff or a
+    Retry-After stays as it is."""
+    return delay * (1 - JITTER * draw) if delay == interval else delay
 
 
 def next_fetch_delay(

@@ -51,6 +51,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(send_body=True)
 
     def _answer(self, send_body: bool) -> None:
+        # a body on a GET would be read as the next request of the kept-alive connection
+        length = self.headers.get("Content-Length")
+        if length and length.strip() != "0":
+            try:
+                size = int(length)
+            except ValueError:
+                size = -1
+            if 0 < size <= MAX_REQUEST_BODY:
+                self.rfile.read(size)
+            else:
+                self.close_connection = True
         path, _, query = self.path.partition("?")
         if path == "/":
             return self._page(query, send_body)
@@ -139,6 +150,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 GZIP_MIN = 1024  # bytes: smaller answers are sent as they are
+MAX_REQUEST_BODY = 65_536  # a GET's body is read and dropped up to this; a longer one closes the connection
 
 
 def _tags(if_none_match: str | None) -> set[str]:
@@ -150,12 +162,16 @@ def _tags(if_none_match: str | None) -> set[str]:
 
 
 def _accepts_gzip(accept_encoding: str) -> bool:
-    """Whether Accept-Encoding allows gzip (and does not give it q=0)."""
+    """Whether Accept-Encoding allows gzip: named with q > 0, or else `*` with q > 0."""
+    q: dict[str, float] = {}
     for part in accept_encoding.lower().split(","):
         name, _, params = part.strip().partition(";")
-        if name.strip() in ("gzip", "*"):
-            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
-    return False
+        value = params.replace(" ", "").removeprefix("q=")
+        try:
+            q[name.strip()] = float(value) if params else 1.0
+        except ValueError:
+            q[name.strip()] = 1.0
+    return q.get("gzip", q.get("*", 0.0)) > 0
 
 
 @functools.lru_cache(maxsize=16)

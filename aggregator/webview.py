@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlencode
 
 from .digest import UNTITLED, clean, iso, safe_url
 from .normalize import one_line
-from .queries import ClusterView, MemberView
+from .queries import ClusterView, MemberView, outlet_lines
 from .timeutil import relative
 
 CONTENT_TYPE = "text/html; charset=utf-8"
@@ -49,7 +49,7 @@ class DigestSnapshot:
     tags: Mapping[int, frozenset[str]] = field(default_factory=dict)
     built: datetime | None = None
     all_tags: tuple[str, ...] = ()  # every tag of the feeds followed, for the menu
-    filtered: bool = False  # the stories of a filter, queried for it
+    matched: int | None = None  # set for the stories of a filter, queried for it: how many matched
 
 
 @dataclass(frozen=True)
@@ -154,13 +154,7 @@ def _member(m: MemberView, now: datetime) -> str:
     return f'<li><span class="outlet">{_t(m.feed) or UNTITLED}</span>: {headline} {_time(m.published, now)}</li>'
 
 
-def _lines(members: Sequence[MemberView]) -> list[MemberView]:
-    """One line per outlet, headline and link (an outlet's Atom and JSON feeds of one post
-    are one source)."""
-    seen: dict[tuple, MemberView] = {}
-    for m in members:
-        seen.setdefault((m.feed, m.title, m.url), m)
-    return list(seen.values())
+
 
 
 def _story(c: ClusterView, tags: frozenset[str], now: datetime) -> str:
@@ -170,7 +164,7 @@ def _story(c: ClusterView, tags: frozenset[str], now: datetime) -> str:
     if tags:
         meta.append("tags: " + ", ".join(f'<a href="/?{_e(urlencode({"tag": t}))}">{_e(t)}</a>'
                                          for t in sorted(tags)))  # fmt: skip
-    members = "".join(_member(m, now) for m in _lines(c.items))
+    members = "".join(_member(m, now) for m in outlet_lines(c.items))
     lede = f'<p class="lede">{_t(c.lede)}</p>' if c.lede else ""
     return (
         f'<article class="story" id="story-{c.id}">'
@@ -213,13 +207,16 @@ def render_page(snapshot: DigestSnapshot, where: PageFilter, now: datetime) -> b
     )
     feeds = " · ".join(f'<a href="{path}">{label}</a>' for path, _, label in FEED_LINKS)
     total = len(snapshot.clusters)
-    if snapshot.filtered:
-        count = f"{len(shown)} stor{'y' if len(shown) == 1 else 'ies'} match"
+    if snapshot.matched is not None:
+        matched = snapshot.matched
+        count = f"{matched} stor{'y' if matched == 1 else 'ies'} match"
+        if matched > len(shown):
+            count += f" (the best {len(shown)} shown)"
     else:
         count = f"{len(shown)} of {total} stories" if where else f"{total} stories"
     if shown:
         body = "".join(_story(c, snapshot.tags.get(c.id, frozenset()), now) for c in shown)
-    elif total:
+    elif total or snapshot.matched is not None:
         body = '<p class="empty">No story matches these filters. <a href="/">Show all</a>.</p>'
     else:
         body = '<p class="empty">No stories in the digest window yet.</p>'
