@@ -89,7 +89,7 @@ def decide(index: DedupIndex, signer: Signer, w: Placement) -> Decision:
     sig, own_body = w.signature, bool(w.text)
     paragraphs = paragraph_keys(w.text)
     if len(paragraphs):
-        common = index.common_paragraphs(paragraphs, w.seen, facts, w.item_id)
+        common = index.common_paragraphs(paragraphs, w.seen, facts, w.item_id, len(w.text))
         if common.any():
             own = own_text(w.text, common)
             sig, own_body = signer.sign(w.title, own), bool(own)

@@ -617,6 +617,9 @@ def bands_for(threshold: float, num_perm: int, recall: float = CANDIDATE_RECALL)
 
 BUCKET_CAP = 64  # rows taken from one LSH bucket (its newest)
 _NO_PARAGRAPHS = np.zeros(0, dtype=np.uint32)
+# A body this short that one feed carries word for word under two headlines is its chrome
+# (a sign-in widget: ~350 characters); a longer one is an article it republished.
+CHROME_CHARS = 800
 PARAGRAPH_SEEN_BITS = 25  # 4 MB of bits: ~3% false "maybe" at a million distinct paragraphs
 _SEEN_MASK = (1 << PARAGRAPH_SEEN_BITS) - 1
 
@@ -1150,7 +1153,9 @@ class DedupIndex:
             return False
         return len(np.unique(feeds)) == len(feeds)
 
-    def common_paragraphs(self, keys: np.ndarray, seen: int, facts: EntryFacts, item_id: int = -1) -> np.ndarray:
+    def common_paragraphs(
+        self, keys: np.ndarray, seen: int, facts: EntryFacts, item_id: int = -1, body_chars: int = 0
+    ) -> np.ndarray:
         """Which of an entry's paragraphs (evidence.paragraph_keys) are common, as a mask:
         carried by live rows (inside the window before `seen`, not the entry's own) of
         COMMON_CLUSTERS or more distinct clusters, or by two rows of one feed in different
@@ -1174,18 +1179,21 @@ class DedupIndex:
         verdict: list[int] = []
         for key in np.unique(carried).tolist():
             by = carrier[carried == key]
-            if len(np.unique(self.cluster_ids[by])) >= COMMON_CLUSTERS or self._feed_template(by, facts, wanted):
+            if (len(np.unique(self.cluster_ids[by])) >= COMMON_CLUSTERS
+                    or self._feed_template(by, facts, wanted if body_chars <= CHROME_CHARS else None)):  # fmt: skip
                 verdict.append(key)
         if verdict:
             common = np.isin(keys, np.array(verdict, dtype=np.uint32))
         return common
 
-    def _feed_template(self, rows: np.ndarray, facts: EntryFacts, body: np.ndarray) -> bool:
+    def _feed_template(self, rows: np.ndarray, facts: EntryFacts, body: np.ndarray | None) -> bool:
         """Whether these rows' paragraph is a feed's template: one feed carries it in two
-        clusters, or the entry's own feed under a title unrelated to the entry's, or under
-        another title (not one inside the other) in an entry whose whole body is the same
-        paragraphs as this one's (`body`, distinct keys): chrome and nothing else. Local
-        outlets' titles share place names ("Northfield"), which makes them related."""
+        clusters, or the entry's own feed under a title unrelated to the entry's, or, for a
+        short body (`body`: its distinct keys, None for a longer one), under another title
+        (not one inside the other) in an entry whose whole body is the same: chrome and
+        nothing else. Local outlets' titles share place names ("Northfield"), which makes
+        them related; a long body republished word for word under a new headline is the
+        same article ("Teen shot and killed in Bluffton")."""
         feeds = self.feed_ids[rows]
         known = feeds >= 0
         feeds, rows = feeds[known], rows[known]
@@ -1193,7 +1201,7 @@ class DedupIndex:
             mine = rows[feeds == facts.feed]
             if len(mine) and not self._related(mine, facts).all():
                 return True
-            for r in mine.tolist():
+            for r in mine.tolist() if body is not None else ():
                 same_body = np.array_equal(np.unique(self.paragraph_keys[self.paragraph_at[r] : self.paragraph_at[r + 1]]), body)
                 if same_body and not titles_contained(self.titles[r], facts.title):
                     return True

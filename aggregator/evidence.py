@@ -21,8 +21,8 @@ them to the rows it holds.
   the dedup window) belong to COMMON_CLUSTERS or more distinct clusters, or when one
   feed carries it in two different clusters, or the entry's own feed carries it under
   an unrelated title (a feed's template: a sign-in widget, a cookie notice, a show's
-  description), or under another title in an entry whose whole body is the same
-  paragraphs (chrome and nothing else). An entry is compared on the rest of its text: its
+  description), or, in a short body (dedup.CHROME_CHARS), under another title in an entry
+  whose whole body is the same paragraphs (chrome and nothing else). An entry is compared on the rest of its text: its
   own text.
 """
 
