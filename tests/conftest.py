@@ -38,3 +38,16 @@ def older_schema(tmp_path: Path) -> Callable[[int], tuple[Path, Path]]:
         return tmp_path / f"schema_{version}.db", folder
 
     return make
+
+
+@pytest.fixture
+def rig(tmp_path: Path, feed_server: FeedServer):
+    """A daemon rig (tests/test_daemon.py: Rig): served feeds, a feeds.yaml, the database,
+    the daemon processes and their HTTP port, cleaned up after the test."""
+    from test_daemon import Rig
+
+    r = Rig(tmp_path, feed_server)
+    try:
+        yield r
+    finally:
+        r.close()

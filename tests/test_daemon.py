@@ -17,7 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from email.utils import format_datetime
@@ -260,13 +260,6 @@ def parse_entries(fmt: str, body: bytes) -> dict[str, dict]:
     parsed = feedparser.parse(body)
     assert not parsed.bozo, parsed.bozo_exception
     return {e.id: {"title": e.title, "summary": e.summary} for e in parsed.entries}
-
-
-@pytest.fixture
-def rig(tmp_path: Path, feed_server: FeedServer) -> Iterator[Rig]:
-    r = Rig(tmp_path, feed_server)
-    yield r
-    r.close()
 
 
 def titles(entries: dict[str, dict]) -> set[str]:

@@ -9,8 +9,6 @@ from collections import Counter
 
 import feedparser
 import httpx
-import pytest
-from feedserver import FeedServer
 from test_daemon import Rig, Story, wait_for
 
 WORDS = [f"{a}{b}" for a in ("har", "riv", "bel", "cas", "dun", "ferr", "mal", "ost", "pen", "sal")
@@ -23,13 +21,6 @@ def text(rng: random.Random, words: int = 120) -> tuple[str, ...]:
     return tuple(" ".join(w[i : i + words // 4]) + "." for i in range(0, words, words // 4))
 
 
-@pytest.fixture
-def rig(tmp_path, feed_server: FeedServer):
-    r = Rig(tmp_path, feed_server)
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 def test_shared_stories_lead_the_digest_and_a_reader_sees_the_story(rig: Rig) -> None:
