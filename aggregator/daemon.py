@@ -127,6 +127,11 @@ class Daemon:
             return
         before = {f.url for f in self.config.feeds}
         after = {f.url for f in new.feeds}
+        if before and not after:  # an emptied or truncated file, like a broken edit
+            log.error("config reload refused: %s lists no feeds (the running config has %d); "
+                      "to stop following every feed, stop the daemon and start it on the empty "
+                      "file", self.config.path, len(before))  # fmt: skip
+            return
         for key in ("database", "http", "dedup", "parse_workers"):
             if getattr(new.settings, key) != getattr(self.config.settings, key):
                 log.warning("settings.%s changed: takes effect after a restart", key)

@@ -29,7 +29,9 @@ _BLOCK_TAGS = re.compile(
     re.IGNORECASE,
 )
 _TAG = re.compile(r"<[^<>]*>")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\u202a-\u202e\ufeff]")
+# (with the bidi embeddings, overrides and isolates, U+202A-202E and U+2066-2069, which can
+# reorder what a reader sees, and the noncharacters U+FFFE and U+FFFF)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff\ufffe\uffff]")
 # Terminal escape sequences (CSI ... final byte, OSC ... BEL/ST): removed whole, not just
 # their ESC byte, so no "[31m" debris is left in titles.
 _ESCAPE_SEQUENCES = re.compile(r"(\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|(\x1b\]|\x9d)[^\x07\x1b\x9c]{0,512}(\x07|\x1b\\|\x9c)?|\x1b[@-_]")

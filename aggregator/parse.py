@@ -147,10 +147,16 @@ def _json_author(item: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _json_int(text: str) -> int | str:
+    """A JSON integer; one longer than Python converts (4,300 digits) stays text, so one
+    absurd value does not fail the whole feed."""
+    return int(text) if len(text) <= 4000 else text
+
+
 def parse_json_feed(body: bytes) -> RawFeed:
     """JSON Feed 1.0 / 1.1 (https://jsonfeed.org/version/1.1)."""
     try:
-        doc = json.loads(body.decode("utf-8-sig"))
+        doc = json.loads(body.decode("utf-8-sig"), parse_int=_json_int)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return RawFeed(format=None, error=f"invalid JSON: {exc}")
     except RecursionError:
