@@ -389,6 +389,7 @@ def normalize_entry(entry: RawEntry, now: datetime) -> Item:
         published=published or updated or now.replace(microsecond=0),
         updated=updated,
         content_hash=digest,
+        undated=not (published or updated),
     )
 
 

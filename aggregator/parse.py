@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -66,8 +67,51 @@ def _str(value: Any) -> str | None:
         return None
     if not isinstance(value, str):
         value = str(value)
-    value = value.strip()
+    value = without_lone_surrogates(value.strip())
     return value or None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_lone_surrogates(text: str) -> str:
+    """Surrogate pairs (a JSON "\\ud83d\\ude00") joined into their character, lone halves
+    replaced by U+FFFD: a lone one cannot be stored or written as UTF-8."""
+    if not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+# A character reference to a UTF-16 surrogate (`&#55357;`, `&#xD83D;`), as Java escapers
+# write non-BMP characters; feedparser's loose parser fails the whole document on one.
+_SURROGATE_REF = re.compile(rb"&#(?:[xX]0*([dD][89a-fA-F][0-9a-fA-F]{2})|0*(5[5-7][0-9]{3}));")
+
+
+def joined_surrogate_refs(body: bytes) -> bytes:
+    """`&#55357;&#56832;` -> `&#x1F600;`; a lone surrogate reference -> `&#xFFFD;`."""
+    if b"&#" not in body or not _SURROGATE_REF.search(body):
+        return body
+    out, pos = [], 0
+    matches = list(_SURROGATE_REF.finditer(body))
+    skip = False
+    for i, m in enumerate(matches):
+        if skip:
+            skip = False
+            continue
+        value = int(m.group(1), 16) if m.group(1) else int(m.group(2))
+        if not 0xD800 <= value <= 0xDFFF:
+            continue  # (55000-57999 decimal that is no surrogate: left as it is)
+        out.append(body[pos : m.start()])
+        nxt = matches[i + 1] if i + 1 < len(matches) else None
+        low = (int(nxt.group(1), 16) if nxt.group(1) else int(nxt.group(2))) if nxt and nxt.start() == m.end() else -1
+        if value <= 0xDBFF and 0xDC00 <= low <= 0xDFFF:
+            out.append(b"&#x%X;" % (0x10000 + ((value - 0xD800) << 10) + (low - 0xDC00)))
+            pos, skip = nxt.end(), True
+        else:
+            out.append(b"&#xFFFD;")
+            pos = m.end()
+    out.append(body[pos:])
+    return b"".join(out)
 
 
 def _is_html(detail: Any) -> bool:
@@ -107,7 +151,7 @@ def _ttl(value: Any) -> float | None:
 def parse_xml_feed(body: bytes, headers: Mapping[str, str]) -> RawFeed:
     """RSS/Atom/RDF through feedparser. A bozo document that still gave entries is kept
     with a warning; one with none is an error."""
-    parsed = feedparser.parse(body, response_headers=dict(headers), **_FEEDPARSER_OPTIONS)
+    parsed = feedparser.parse(joined_surrogate_refs(body), response_headers=dict(headers), **_FEEDPARSER_OPTIONS)
     feed = parsed.get("feed", {})
     entries = tuple(_feedparser_entry(e) for e in parsed.get("entries", ()))
     version = parsed.get("version") or None
@@ -175,8 +219,8 @@ def parse_json_feed(body: bytes) -> RawFeed:
             continue
         bodies = [(item.get(k), k == "content_html") for k in ("content_html", "content_text", "summary")]
         content, content_is_html = max(
-            ((b, html) for b, html in bodies if isinstance(b, str)), key=lambda b: len(b[0]),
-            default=(None, False),
+            ((without_lone_surrogates(b), html) for b, html in bodies if isinstance(b, str)),
+            key=lambda b: len(b[0]), default=(None, False),
         )  # fmt: skip
         entries.append(
             RawEntry(

@@ -51,6 +51,7 @@ class Item:
     updated: datetime | None
     content_hash: str
     shared_link: bool = False  # other entries of its feed document have the same link
+    undated: bool = False  # the feed gave no usable date: `published` is when we first saw it
 
 
 @dataclass(frozen=True)

@@ -363,12 +363,14 @@ class Store:
         return ids
 
     def update_item(self, item_id: int, item: Item, now: datetime) -> None:
-        """A changed entry is updated in place (same row, same first-seen time)."""
+        """A changed entry is updated in place (same row, same first-seen time; an undated
+        one keeps the publish time it got when first seen, so it does not come back as new)."""
         self.conn.execute(
             """UPDATE items SET url = ?, canonical_url = ?, title = ?, text = ?, author = ?,
-                   published_at = ?, updated_at = ?, changed_at = ?, content_hash = ?
+                   published_at = CASE WHEN ? THEN published_at ELSE ? END, updated_at = ?,
+                   changed_at = ?, content_hash = ?
                WHERE id = ?""",
-            (item.url, item.canonical_url, item.title, item.text, item.author,
+            (item.url, item.canonical_url, item.title, item.text, item.author, item.undated,
              iso(item.published), iso(item.updated), iso(now), item.content_hash, item_id),
         )  # fmt: skip
         self.search_backlog += 1

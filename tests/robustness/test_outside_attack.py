@@ -67,3 +67,50 @@ def test_an_empty_feeds_yaml_is_refused_on_reload(rig: Rig) -> None:
         conn.close()
     assert "config reloaded: 0 feeds" not in daemon.log
     assert daemon.stop() == 0
+
+
+def test_utf16_surrogates_keep_the_rest_of_the_feed(tmp_path, feed_server: FeedServer) -> None:
+    """A pair written as two character references (Java escapers) and a lone half in XML;
+    lone halves in a JSON Feed's title, url, id, text and feed title."""
+    rss = (b'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>T</title>'
+           b"<item><guid>1</guid><title>Smile &#55357;&#56832; now</title><description>x &#xD83D; y</description></item>"
+           b"<item><guid>2</guid><title>Second</title><description>two</description></item></channel></rss>")  # fmt: skip
+    store = _fetch(tmp_path, feed_server, "/s.xml", rss, "application/rss+xml")
+    try:
+        rows = store.conn.execute("SELECT title, text FROM items ORDER BY id").fetchall()
+        assert rows == [("Smile \U0001f600 now", "x \ufffd y"), ("Second", "two")]
+    finally:
+        store.close()
+    doc = ('{"version": "https://jsonfeed.org/version/1.1", "title": "Feed \\ud83d", "items": ['
+           '{"id": "a\\ud83d", "url": "https://e.example/\\ud83d", "title": "Hi \\ud83d\\ude00 \\ude00", "content_text": "t \\ud83d"},'
+           '{"id": "b", "title": "Other", "content_text": "fine"}]}')  # fmt: skip
+    (tmp_path / "j").mkdir()
+    store = _fetch(tmp_path / "j", feed_server, "/s.json", doc.encode(), "application/feed+json")
+    try:
+        rows = store.conn.execute("SELECT title, text FROM items ORDER BY id").fetchall()
+        assert rows == [("Hi \U0001f600 \ufffd", "t \ufffd"), ("Other", "fine")]
+    finally:
+        store.close()
+
+
+def test_an_undated_item_keeps_its_first_seen_publish_time_when_it_changes(tmp_path, feed_server: FeedServer) -> None:
+    import time
+
+    def rss(text: str) -> bytes:
+        return ('<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>'
+                f"<item><guid>u1</guid><title>Undated post</title><description>{text}</description></item>"
+                "</channel></rss>").encode()  # fmt: skip
+
+    store = _fetch(tmp_path, feed_server, "/u.xml", rss("first version"), "application/rss+xml")
+    try:
+        (first,) = store.conn.execute("SELECT published_at FROM items").fetchone()
+    finally:
+        store.close()
+    time.sleep(1.1)  # times are stored to the second
+    store = _fetch(tmp_path, feed_server, "/u.xml", rss("second version, edited"), "application/rss+xml")
+    try:
+        text, published, changed = store.conn.execute("SELECT text, published_at, changed_at FROM items").fetchone()
+        assert text == "second version, edited" and changed > first
+        assert published == first  # not the time of the fetch that saw the edit
+    finally:
+        store.close()
