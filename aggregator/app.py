@@ -4,16 +4,21 @@ scheduler.py) call these and print; the stages themselves live in their own modu
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from .clustering import Clusterer
 from .config import Config
 from .fetch import Fetcher, make_client
+from .outage import StoreOutage
 from .poll import FeedOutcome, Poller, PollReport, make_parse_executor
 from .store import FeedRow, Store, open_store  # noqa: F401 - open_store: part of this API
-from .timeutil import utcnow
+from .timeutil import iso, utcnow
+
+log = logging.getLogger("aggregator.pipeline")
 
 
 @dataclass
@@ -27,6 +32,11 @@ class Pipeline:
     executor: Executor | None = None
     _executor_ready: bool = False
     writer: ThreadPoolExecutor | None = None
+    outage: StoreOutage = field(default_factory=lambda: StoreOutage(base_delay=60.0))
+    # while the parse pool fails (why, since when): feeds are parsed in-process, and a new
+    # pool is tried at each poll
+    pool_error: str | None = None
+    pool_failed_since: datetime | None = None
 
     @classmethod
     def start(cls, config: Config, store: Store, load_index: bool = True) -> Pipeline:
@@ -35,7 +45,7 @@ class Pipeline:
         clusterer = Clusterer(config.settings.dedup)
         if load_index:
             clusterer.load(store, utcnow())
-        return cls(config, store, clusterer)
+        return cls(config, store, clusterer, outage=StoreOutage(base_delay=config.settings.check_every))
 
     def _parse_executor(self, feeds: int) -> Executor | None:
         if not self._executor_ready and feeds > 1:
@@ -57,13 +67,34 @@ class Pipeline:
             if self.writer is None and len(feeds) > 1:
                 self.writer = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
             poller = Poller(self.config, self.store, Fetcher(client, settings),
-                            self.clusterer, executor, writer=self.writer)  # fmt: skip
+                            self.clusterer, executor, writer=self.writer, outage=self.outage)  # fmt: skip
             try:
                 return await poller.poll(feeds, on_done)
             finally:
-                if poller.pool_broken:  # replaced before the next poll
-                    self.close()
-                    self._executor_ready = False
+                self._after_poll(poller)
+
+    def _after_poll(self, poller: Poller) -> None:
+        """A pool that failed is replaced before the next poll (said once per episode; a
+        pool that cannot start at all leaves every poll parsing in-process)."""
+        if poller.pool_error:
+            if self.pool_error is None:
+                log.error("the parse worker pool failed (%s); parsing in-process (one core) until "
+                          "a new pool works, tried at each poll", poller.pool_error)  # fmt: skip
+                self.pool_failed_since = utcnow()
+            self.pool_error = poller.pool_error
+            self.close()
+            self._executor_ready = False
+        elif poller.pool_worked and self.pool_error:
+            log.warning("parse workers work again (failing since %s)", iso(self.pool_failed_since))
+            self.pool_error = self.pool_failed_since = None
+
+    def health(self) -> dict:
+        """The pipeline's part of /healthz: database writes and the parse workers."""
+        parse = {"workers": "ok"} if self.pool_error is None else {
+            "workers": "failing: parsing in-process", "error": self.pool_error,
+            "since": iso(self.pool_failed_since),
+        }  # fmt: skip
+        return {"store": self.outage.health(), "parse": parse}
 
     def close(self) -> None:
         """Let a write in progress finish (never cut a transaction), stop the workers."""

@@ -21,7 +21,10 @@ import contextlib
 import fcntl
 import logging
 import os
+import random
 import signal
+import sqlite3
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -30,9 +33,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from .app import Pipeline
 from .config import Config, database_path, load_config
 from .errors import ConfigError, StoreError
+from .outage import is_outage
 from .publish import DigestCache, page_snapshot, publish
 from .serve import DigestServer
 from .store import (
+    FeedRow,
     Store,
     due_feeds,
     health,
@@ -97,6 +102,8 @@ class Daemon:
         self._republish = False
         self.scheduler: AsyncIOScheduler | None = None
         self.last_poll: str | None = None
+        self.fatal: StoreError | None = None  # why the daemon stopped by itself
+        self._counts: dict = {}
 
     # ------------------------------------------------------------ config
 
@@ -138,7 +145,11 @@ class Daemon:
         old_settings = self.config.settings
         self.config = new
         self.pipeline.config = new
-        self._sync()
+        try:
+            self._sync()
+        except sqlite3.Error:
+            self._reload_requested = True  # the new feeds are synced on the next tick
+            raise
         if new.settings.check_every != old_settings.check_every and self.scheduler:
             self.scheduler.reschedule_job("tick", trigger="interval", seconds=new.settings.check_every)
         if (new.settings.digest, new.settings.digest_path) != (old_settings.digest, old_settings.digest_path):
@@ -149,20 +160,30 @@ class Daemon:
     # ------------------------------------------------------------ jobs
 
     async def tick(self) -> None:
-        """Fetch whatever is due; skipped while the previous tick is still running."""
+        """Fetch whatever is due; skipped while the previous tick is still running, and
+        while database writes fail (aggregator.outage: then one due feed is the probe)."""
         if self._busy.locked() or self._stop.is_set():
             return
         async with self._busy:
-            self._maybe_reload()
-            if self.pipeline.clusterer.must_reload(self.store):
-                log.info("clusters were rebuilt (recluster) or pruned elsewhere; reloading the dedup index")
-                self.pipeline.clusterer.load(self.store, utcnow())
-                self._republish = True
-            due = due_feeds(self.store, utcnow())
+            if not self._database_still_there():
+                return
+            outage = self.pipeline.outage
+            if not outage.ready(time.monotonic()):
+                return
+            try:
+                due = self._due()
+            except sqlite3.Error as exc:
+                if not is_outage(exc):
+                    raise
+                outage.record_failure(exc, self.store.path, time.monotonic(), utcnow())
+                self._update_health()
+                return
             if not due:
                 if self._republish:
                     self.publish()
                 return
+            if outage.active:
+                due = [random.choice(due)]
             self._poll_task = asyncio.ensure_future(self.pipeline.poll(due))
             try:
                 report = await self._poll_task
@@ -183,6 +204,39 @@ class Daemon:
                 self.publish()
             self._update_health()
 
+    def _due(self) -> list[FeedRow]:
+        """Reload the config if it changed, follow a recluster done elsewhere, and list the
+        feeds due now."""
+        self._maybe_reload()
+        if self.pipeline.clusterer.must_reload(self.store):
+            log.info("clusters were rebuilt (recluster) or pruned elsewhere; reloading the dedup index")
+            self.pipeline.clusterer.load(self.store, utcnow())
+            self._republish = True
+        return due_feeds(self.store, utcnow())
+
+    def _database_still_there(self) -> bool:
+        """Checked before each job: a database deleted (or replaced) under the daemon stops
+        it, with a copy of everything written so far, instead of writing on into a file
+        nobody can open again."""
+        try:
+            self.store.check_file()
+            return True
+        except StoreError as exc:
+            problem = str(exc)
+        try:
+            saved = self.store.save_copy()
+        except (sqlite3.Error, OSError) as exc:
+            message = (f"{problem}; could not save a copy of what it held ({exc}); stopping. "
+                       "Restore the file from a backup before starting the daemon again")  # fmt: skip
+        else:
+            message = (f"{problem}; stopping. Everything written until now is saved in {saved}: "
+                       f"move it back to {self.store.path} (or pass --db {saved}) and start the "
+                       "daemon again")  # fmt: skip
+        log.error("%s", message)
+        self.fatal = StoreError(message)
+        self.stop()
+        return False
+
     def publish(self) -> None:
         self._republish = False
         try:
@@ -194,6 +248,7 @@ class Daemon:
 
     def _page_query(self, where: PageFilter) -> DigestSnapshot:
         """The web page's filters, in the server's thread, on a connection of its own."""
+        self.store.check_file()  # opening a deleted database would create an empty one
         store = Store.open(self.store.path)
         try:
             return page_snapshot(store, self.config.settings.digest, where, utcnow())
@@ -201,14 +256,23 @@ class Daemon:
             store.close()
 
     def _update_health(self) -> None:
-        counts = health(self.store)
-        # "degraded" while some feed fails: a monitor watching /healthz sees it (the HTTP
-        # status stays 200: the daemon itself is serving)
-        status = "degraded" if counts["feeds_failing"] or counts["feeds_dead"] else "ok"
-        self.cache.health = {"status": status, "last_poll": self.last_poll, **counts}
+        with contextlib.suppress(sqlite3.Error):  # a failing disk may fail reads too
+            self._counts = health(self.store)
+        counts, parts = self._counts, self.pipeline.health()
+        # "failing" (HTTP 503) while nothing can be stored; "degraded" while some feed
+        # fails or parsing runs in-process (HTTP 200: the daemon itself is serving)
+        if parts["store"]["writes"] != "ok":
+            status = "failing"
+        elif counts.get("feeds_failing") or counts.get("feeds_dead") or parts["parse"]["workers"] != "ok":
+            status = "degraded"
+        else:
+            status = "ok"
+        self.cache.health = {"status": status, "last_poll": self.last_poll, **counts, **parts}
 
     async def prune_job(self) -> None:
         async with self._busy:
+            if not self._database_still_there():
+                return
             cutoff = utcnow() - timedelta(seconds=self.config.settings.retention)
             items, clusters = prune(self.store, cutoff)
             self.pipeline.clusterer.load(self.store, utcnow())
@@ -221,6 +285,8 @@ class Daemon:
         """Hourly: database upkeep, and a fresh digest so stories that left the digest
         window drop out even when no feed brought news."""
         async with self._busy:
+            if not self._database_still_there():
+                return
             maintain(self.store)
             self.publish()
 
@@ -281,6 +347,8 @@ class Daemon:
             if self.server:
                 self.server.stop()
         log.info("stopped")
+        if self.fatal:
+            raise self.fatal
         return 0
 
 

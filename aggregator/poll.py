@@ -8,6 +8,7 @@ in one transaction together with its cluster assignments.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -17,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -26,6 +26,7 @@ from .config import Config, DedupSettings
 from .dedup import Signature, Signer
 from .fetch import Fetcher
 from .normalize import html_to_text, normalize_entries, one_line
+from .outage import StoreOutage, is_outage
 from .parse import parse_feed
 from .records import FetchResult, FetchStatus, Item, ParsedFeed
 from .schedule import jittered, next_fetch_delay
@@ -52,7 +53,15 @@ def process_document(
     body: bytes, headers: dict[str, str], now: datetime, dedup: DedupSettings | None = None
 ) -> Document:
     """Bytes -> clean Items (and their signatures). Top-level and pure so a worker process
-    can run it."""
+    can run it. A parser bug becomes this feed's error here, in the worker, so that an
+    exception out of the pool always means the pool itself failed."""
+    try:
+        return _process(body, headers, now, dedup)
+    except Exception as exc:
+        return Document(ParsedFeed(error=f"parser crashed: {type(exc).__name__}: {exc}"))
+
+
+def _process(body: bytes, headers: dict[str, str], now: datetime, dedup: DedupSettings | None) -> Document:
     raw = parse_feed(body, headers)
     items = normalize_entries(raw.entries, now) if raw.entries else ()
     error = raw.error
@@ -138,6 +147,7 @@ class FeedOutcome:
     warning: str | None = None
     moved_to: str | None = None
     elapsed: float = 0.0
+    not_stored: bool = False  # the database refused the write (see aggregator.outage)
 
 
 @dataclass
@@ -181,6 +191,7 @@ class Poller:
         executor: Executor | None = None,
         clock: Callable[[], datetime] = utcnow,
         writer: Executor | None = None,
+        outage: StoreOutage | None = None,
     ):
         self.config = config
         self.store = store
@@ -193,7 +204,12 @@ class Poller:
         self.writer = writer
         self.clock = clock
         self.stopping = False
-        self.pool_broken = False
+        self._writes_failing = False
+        # the parse pool failed in this poll (why), or worked at least once: the owner of
+        # the pool replaces it, says so once, and reports it in /healthz
+        self.pool_error: str | None = None
+        self.pool_worked = False
+        self.outage = outage or StoreOutage(base_delay=config.settings.check_every)
         # 304s change only fetch times, so their rows are written NOT_MODIFIED_BATCH per
         # transaction (a commit each cost ~2 ms: 20 s of a 10,000-feed warm poll). If the
         # process dies first, those feeds are merely fetched again early.
@@ -215,8 +231,8 @@ class Poller:
         async def one(feed: FeedRow) -> None:
             try:
                 async with in_flight:
-                    if self.stopping:
-                        return
+                    if self.stopping or self._writes_failing:
+                        return  # still due: fetched on the next poll
                     outcome = await self.poll_feed(feed)
             except (asyncio.CancelledError, KeyboardInterrupt):
                 raise
@@ -226,11 +242,12 @@ class Poller:
                     feed=feed, status="error", error=f"internal error: {type(exc).__name__}: {exc}"
                 )
             report.outcomes.append(outcome)
-            if outcome.error and outcome.status in ("error", "retry_later", "gone"):
+            if outcome.error and outcome.status in ("error", "retry_later", "gone") and not outcome.not_stored:
                 log.warning("feed %s (%s): %s", outcome.feed.display_name, feed.url, outcome.error)
             if on_done:
                 on_done(outcome)
 
+        self._writes_failing = False
         try:
             await asyncio.gather(*(one(f) for f in feeds))
         finally:
@@ -250,21 +267,19 @@ class Poller:
         if fetch.status is not FetchStatus.OK:
             return await self._write(self._store_failure, feed, fetch)
         dedup = self.config.settings.dedup if self.clusters else None
+        args = (fetch.body, fetch.headers, fetch.fetched_at, dedup)
+        pool = None if self.pool_error else self.executor
         try:
-            doc = await loop.run_in_executor(
-                self.executor, process_document, fetch.body, fetch.headers, fetch.fetched_at, dedup
-            )
-        except BrokenProcessPool:
-            # a worker died (killed, out of memory): parse this feed here, and let the
-            # owner of the pool replace it before the next poll
-            self.pool_broken = True
-            log.error("the parse worker pool broke; parsing %s in-process", feed.url)
-            doc = await loop.run_in_executor(
-                None, process_document, fetch.body, fetch.headers, fetch.fetched_at, dedup
-            )
-        except Exception as exc:  # a parser bug must not take the poll down
-            log.exception("parsing %s failed", feed.url)
-            doc = Document(ParsedFeed(error=f"parser crashed: {type(exc).__name__}: {exc}"))
+            doc = await loop.run_in_executor(pool, process_document, *args)
+            self.pool_worked = self.pool_worked or pool is not None
+        except Exception as exc:
+            if pool is None:
+                raise
+            # process_document keeps its own errors, so the pool failed: a worker died
+            # (BrokenProcessPool), or no worker can start (the forkserver is gone or its
+            # socket was cleaned from /tmp). The rest of this poll parses here.
+            self.pool_error = f"{type(exc).__name__}: {exc}"
+            doc = await loop.run_in_executor(None, process_document, *args)
         return await self._write(self._store_document, feed, fetch, doc.feed, doc.signatures)
 
     # ------------------------------------------------------------ writing
@@ -282,6 +297,9 @@ class Poller:
         try:
             self.store.index_search()
         except sqlite3.Error as exc:
+            if is_outage(exc):
+                self._writes_failed(exc)
+                return
             log.warning("search index not updated (%s); it catches up on the next poll or search", exc)
 
     def _store_failure(self, feed: FeedRow, fetch: FetchResult) -> FeedOutcome:
@@ -321,12 +339,43 @@ class Poller:
             if len(self._not_modified) >= NOT_MODIFIED_BATCH:
                 self._flush_not_modified()
         else:
-            with self.store.transaction():
-                self._record_attempt(feed, state, fetch)
+            try:
+                with self.store.transaction():
+                    self._record_attempt(feed, state, fetch)
+            except sqlite3.Error as exc:
+                if not is_outage(exc):
+                    raise
+                return self._not_stored(feed, fetch, exc)
+            self._wrote()
         return FeedOutcome(
             feed=feed, status=status, error=error, moved_to=fetch.permanent_redirect,
             elapsed=fetch.elapsed,
         )  # fmt: skip
+
+    # ------------------------------------------------------------ failed writes
+
+    def _not_stored(self, feed: FeedRow, fetch: FetchResult, exc: sqlite3.Error) -> FeedOutcome:
+        """The database refused this feed's write (rolled back: nothing half-stored). The
+        episode is said once (`_writes_failed`); the feed's error and backoff are recorded
+        where the database still takes a small write, else they live in the outage state
+        (/healthz) and the feed, whose row did not change, is simply due again later."""
+        self._writes_failed(exc)
+        errors = feed.error_count + 1
+        error = f"could not store what was fetched: the database refused the write ({exc})"
+        delay = next_fetch_delay(self._interval(feed), error_count=errors)
+        with contextlib.suppress(sqlite3.Error), self.store.transaction():
+            self.store.update_feed_state(
+                feed.id, status="error", last_fetch_at=fetch.fetched_at, error_count=errors,
+                last_error=error, next_fetch_at=self.clock() + timedelta(seconds=delay),
+            )  # fmt: skip
+        return FeedOutcome(feed=feed, status="error", error=error, elapsed=fetch.elapsed, not_stored=True)
+
+    def _writes_failed(self, exc: sqlite3.Error) -> None:
+        self._writes_failing = True  # the feeds of this poll not yet fetched wait
+        self.outage.record_failure(exc, self.store.path, time.monotonic(), self.clock())
+
+    def _wrote(self) -> None:
+        self.outage.record_success()
 
     def _record_attempt(self, feed: FeedRow, state: dict, fetch: FetchResult) -> None:
         self.store.update_feed_state(feed.id, **state)
@@ -354,8 +403,14 @@ class Poller:
         except sqlite3.Error as exc:
             # the fetches happened; only their bookkeeping is lost, so those feeds are
             # simply due again (their next fetch time was not moved)
-            log.warning("could not record %d not-modified answers (%s); those feeds will be "
-                        "fetched again when next due", len(waiting), exc)  # fmt: skip
+            if is_outage(exc):
+                self._writes_failed(exc)
+            else:
+                log.warning("could not record %d not-modified answers (%s); those feeds will be "
+                            "fetched again when next due", len(waiting), exc)  # fmt: skip
+        else:
+            if waiting:
+                self._wrote()
 
     def _store_document(
         self, feed: FeedRow, fetch: FetchResult, parsed: ParsedFeed, signatures: dict
@@ -416,12 +471,15 @@ class Poller:
                     feed.id, fetch.fetched_at, "ok", fetch.http_status, fetch.elapsed,
                     new_items=len(fresh), updated_items=len(changed),
                 )  # fmt: skip
-        except BaseException:
+        except BaseException as exc:
             if self.clusters:
                 self.clusters.rollback()
+            if isinstance(exc, sqlite3.Error) and is_outage(exc):
+                return self._not_stored(feed, fetch, exc)
             raise
         if self.clusters:
             self.clusters.commit()
+        self._wrote()
         if self.store.search_backlog >= SEARCH_BATCH:
             self._index_search()
         unchanged = len(items) - len(fresh) - len(changed)

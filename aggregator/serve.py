@@ -67,7 +67,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._page(query, send_body)
         if path == "/healthz":
             body = json.dumps(self.cache.health, indent=2).encode()
-            return self._send(200, {"Content-Type": "application/json", "Cache-Control": "no-store"},
+            # 503 while nothing can be stored (see aggregator.outage); "degraded" stays 200
+            code = 503 if self.cache.health.get("status") == "failing" else 200
+            return self._send(code, {"Content-Type": "application/json", "Cache-Control": "no-store"},
                               body, send_body)  # fmt: skip
         fmt = ROUTES.get(path)
         if fmt is None:

@@ -24,7 +24,7 @@ import sqlite_utils
 from .config import Config, database_path
 from .errors import StoreError
 from .records import Item
-from .timeutil import from_iso, iso
+from .timeutil import from_iso, iso, utcnow
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000
@@ -103,6 +103,14 @@ def _feed_row(row: dict) -> FeedRow:
     )
 
 
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 @contextmanager
 def open_store(config: Config, db_override: str | None = None, create_folder: bool = False) -> Iterator[Store]:
     """The configured database (or `db_override`), closed afterwards; `create_folder` for
@@ -124,6 +132,7 @@ class Store:
         # items this connection stored since the search index last caught up: a hint for
         # when to index (it may overcount after a rollback until the next index_search)
         self.search_backlog = 0
+        self.identity = _file_identity(path)
 
     # ------------------------------------------------------------ opening
 
@@ -229,6 +238,29 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
+    def check_file(self) -> None:
+        """StoreError if the file at our path is no longer the one we opened: deleted (we
+        would write on into the unlinked file, and the next CLI call would make an empty
+        one) or replaced (restored from a backup, moved)."""
+        now = _file_identity(self.path)
+        if now == self.identity:
+            return
+        what = "was deleted" if now is None else "was replaced by another file"
+        raise StoreError(f"{self.path}: the database file {what} while the daemon was using it")
+
+    def save_copy(self) -> Path:
+        """Everything this connection can still read (also from a deleted file, which stays
+        open until we close it), written beside the path through SQLite's backup API."""
+        stamp = utcnow().strftime("%Y%m%dT%H%M%SZ")
+        # never the path itself: whoever deleted or replaced the file decides what goes there
+        target = self.path.with_name(f"{self.path.name}.saved-{stamp}")
+        copy = sqlite3.connect(target)
+        try:
+            self.conn.backup(copy)
+        finally:
+            copy.close()
+        return target
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """One write transaction (BEGIN IMMEDIATE: take the write lock up front, so a busy
@@ -237,7 +269,8 @@ class Store:
         try:
             yield
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # an I/O error may have rolled it back already
+                self.conn.execute("ROLLBACK")
             raise
         else:
             self.conn.execute("COMMIT")

@@ -119,11 +119,11 @@ def rss(outlet: str, stories: list[Story]) -> bytes:
 class Daemon:
     """One daemon subprocess; its stderr goes to a file the test reads while it runs."""
 
-    def __init__(self, argv: list[str], stderr_path: Path):
+    def __init__(self, argv: list[str], stderr_path: Path, env: dict[str, str] | None = None):
         self.stderr_path = stderr_path
         self._stderr = open(stderr_path, "wb")  # noqa: SIM115 - closed in wait()/kill()
         self.proc = subprocess.Popen(
-            argv, cwd=REPO, env=child_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            argv, cwd=REPO, env={**child_env(), **(env or {})}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=self._stderr,
         )  # fmt: skip
 
@@ -197,15 +197,16 @@ class Rig:
 
     # -- processes
 
-    def start(self, *args: str, name: str = "daemon") -> Daemon:
-        """`python scheduler.py --config CFG --db DB ARGS` from the repository root."""
+    def start(self, *args: str, name: str = "daemon", env: dict[str, str] | None = None) -> Daemon:
+        """`python scheduler.py --config CFG --db DB ARGS` from the repository root (`env`:
+        variables added to its environment)."""
         argv = [sys.executable, "scheduler.py", *self._paths(), *args]
-        daemon = Daemon(argv, self.tmp / f"{name}-{len(self.daemons)}.stderr")
+        daemon = Daemon(argv, self.tmp / f"{name}-{len(self.daemons)}.stderr", env)
         self.daemons.append(daemon)
         return daemon
 
-    def start_serving(self, *args: str) -> Daemon:
-        daemon = self.start(*args)
+    def start_serving(self, *args: str, env: dict[str, str] | None = None) -> Daemon:
+        daemon = self.start(*args, env=env)
         wait_for("the daemon to answer /healthz", lambda: self._up(daemon))
         return daemon
 
@@ -571,7 +572,7 @@ def test_digest_command_writes_a_file_or_stdout(rig: Rig) -> None:
 # ---------------------------------------------------------------- robustness and reload details
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
     """Direct children of `pid` (Linux /proc)."""
     found = []
     for entry in Path("/proc").iterdir():
@@ -598,8 +599,8 @@ def test_parsing_recovers_after_a_parse_worker_dies(rig: Rig) -> None:
     daemon = rig.start_serving()
     wait_for("both feeds stored", lambda: rig.count("items") == 2)
     # children: forkserver + resource tracker; the forkserver's children are the workers
-    workers = wait_for("a parse worker", lambda: [w for c in _children(daemon.proc.pid)
-                                                  for w in _children(c)])  # fmt: skip
+    workers = wait_for("a parse worker", lambda: [w for c in children(daemon.proc.pid)
+                                                  for w in children(c)])  # fmt: skip
     for pid in workers:
         os.kill(pid, signal.SIGKILL)
 
