@@ -130,6 +130,24 @@ def test_datasette_finds_the_search_index(datasette: str) -> None:
     assert 'name="_search"' in page
 
 
+def test_datasette_labels_feed_links_with_the_name_shown(datasette: str) -> None:
+    """items.feed_id links to feeds; Datasette labels it from feeds.name, which holds the
+    name aggregator shows: the one in feeds.yaml, else the feed's own title."""
+    rows = httpx.get(
+        f"{datasette}/agg/items.json", params={"_labels": "on", "_shape": "objects"}, timeout=30
+    ).json()["rows"]
+    labels = {r["key"]: r["feed_id"]["label"] for r in rows}
+    assert labels == {
+        "o1": "Orchard Times",
+        "o2": "Orchard Times",
+        "o3": "Orchard Times",
+        "m1": "Market Desk",
+    }
+    page = httpx.get(f"{datasette}/agg/items", timeout=30).text
+    assert ">Orchard Times</a>" in page and ">Market Desk</a>" in page
+    assert ">None</a>" not in page
+
+
 def test_sqlite_utils_search_finds_what_aggregator_search_finds(fetched: Path) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "sqlite_utils", "search", str(fetched), "items", "apple", "-c", "key"],
@@ -218,3 +236,47 @@ def test_an_existing_database_keeps_its_search_index(older_schema, tmp_path: Pat
         c.execute("INSERT INTO items_fts (items_fts) VALUES ('integrity-check')")
     finally:
         store.close()
+
+
+def test_an_existing_database_stores_the_feed_names_shown(older_schema) -> None:
+    """013 fills feeds.name with the name shown for feeds stored before it; feeds.yaml's
+    name moves to configured_name, and the next sync changes nothing."""
+    db, old = older_schema(11)
+    store = Store.open(db, migrations_dir=old)
+    try:
+        with store.transaction():
+            store.conn.executemany(
+                "INSERT INTO feeds (url, name, title, created_at) VALUES (?, ?, ?, '2026-01-01T00:00:00Z')",
+                [("https://a.example/", "Named", "Own A"), ("https://b.example/", None, "Own B"),
+                 ("https://c.example/", None, None)],
+            )  # fmt: skip
+    finally:
+        store.close()
+    store = Store.open(db)
+    try:
+        rows = store.conn.execute(
+            "SELECT url, name, configured_name FROM feeds ORDER BY id"
+        ).fetchall()
+        assert rows == [("https://a.example/", "Named", "Named"), ("https://b.example/", "Own B", None),
+                        ("https://c.example/", "https://c.example/", None)]  # fmt: skip
+        # the feed's title changes: a feed without a configured name shows the new one
+        store.conn.execute("UPDATE feeds SET title = 'Renamed' WHERE url LIKE 'https://_.example/'")
+        names = [r[0] for r in store.conn.execute("SELECT name FROM feeds ORDER BY id")]
+        assert names == ["Named", "Renamed", "Renamed"]
+        assert [f.name for f in store.feeds()] == ["Named", None, None]
+        assert [f.display_name for f in store.feeds()] == ["Named", "Renamed", "Renamed"]
+    finally:
+        store.close()
+
+
+def test_renaming_a_feed_in_feeds_yaml_renames_its_label(fetched: Path) -> None:
+    """A name added to feeds.yaml replaces the feed's own title as the label; removing it
+    brings the title back (sync_feeds writes configured_name, triggers keep name)."""
+    folder = fetched.parent
+    config = json.loads((folder / "feeds.yaml").read_text(encoding="utf-8"))
+    orchard, market = config["feeds"]
+    write_config(folder, [{"url": orchard, "name": "Apple Watch"}, market["url"]])
+    assert aggregator(folder, "feeds", "list").returncode == 0
+    with sqlite3.connect(fetched) as conn:
+        names = conn.execute("SELECT name, configured_name FROM feeds ORDER BY id").fetchall()
+    assert names == [("Apple Watch", "Apple Watch"), ("market-feed-42", None)]

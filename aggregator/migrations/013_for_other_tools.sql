@@ -23,3 +23,28 @@ PRAGMA writable_schema = OFF;
 -- search` (aggregator/search.py: TITLE_WEIGHT, TEXT_WEIGHT), a word in the headline
 -- counting double.
 INSERT INTO items_fts (items_fts, rank) VALUES ('rank', 'bm25(2.0, 1.0)');
+
+-- Datasette labels a link to a feed (items.feed_id, fetch_log.feed_id) with the feed's
+-- `name`, its first column called name or title; that was NULL (shown as "None") for every
+-- feed without a name in feeds.yaml. From here on:
+--   feeds.configured_name  the name given in feeds.yaml; NULL: none given
+--   feeds.name             the name aggregator shows: configured_name, else the feed's own
+--                          title, else its URL; never NULL
+-- Triggers keep `name` so for every writer (a hand-run INSERT giving a name treats it as
+-- the configured one). Set a name in feeds.yaml rather than in `name`: a change of the
+-- configured name, title or URL recomputes it.
+ALTER TABLE feeds ADD COLUMN configured_name TEXT;
+UPDATE feeds SET configured_name = name;
+UPDATE feeds SET name = coalesce(configured_name, title, url);
+
+CREATE TRIGGER feeds_name_insert AFTER INSERT ON feeds BEGIN
+    UPDATE feeds SET configured_name = coalesce(new.configured_name, new.name),
+                     name = coalesce(new.configured_name, new.name, new.title, new.url)
+    WHERE id = new.id;
+END;
+
+CREATE TRIGGER feeds_name_update AFTER UPDATE OF configured_name, title, url ON feeds
+WHEN new.name IS NOT coalesce(new.configured_name, new.title, new.url)
+BEGIN
+    UPDATE feeds SET name = coalesce(new.configured_name, new.title, new.url) WHERE id = new.id;
+END;
