@@ -280,3 +280,38 @@ def test_renaming_a_feed_in_feeds_yaml_renames_its_label(fetched: Path) -> None:
     with sqlite3.connect(fetched) as conn:
         names = conn.execute("SELECT name, configured_name FROM feeds ORDER BY id").fetchall()
     assert names == [("Apple Watch", "Apple Watch"), ("market-feed-42", None)]
+
+
+# The CLI with PyYAML made unimportable (Datasette, a test dependency, installs it here).
+WITHOUT_PYYAML = (
+    "import sys; sys.modules['yaml'] = None; from aggregator.cli import main; sys.exit(main())"
+)
+
+
+def without_pyyaml(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT_PYYAML, "--config", str(folder / "feeds.yaml"),
+         "--db", str(folder / "agg.db"), *args],
+        capture_output=True, text=True, env=env(), timeout=120,
+    )  # fmt: skip
+
+
+def test_one_yaml_library_reads_feeds_yaml(tmp_path: Path, feed_server: FeedServer) -> None:
+    """ruamel.yaml alone: a fetch and `feeds list` work without PyYAML, a broken file
+    still names its line, and YAML 1.2 keeps a name like NO as written (PyYAML read it
+    as false)."""
+    feed_server.set("/market.xml", Route(body=rss("Market", MARKET)))
+    config = tmp_path / "feeds.yaml"
+    config.write_text(
+        f"feeds:\n  - url: {feed_server.url('/market.xml')}\n    name: NO\n", encoding="utf-8"
+    )
+    fetched = without_pyyaml(tmp_path, "fetch")
+    assert fetched.returncode == 0 and "1 new item" in fetched.stderr, fetched.stderr
+    (feed,) = json.loads(without_pyyaml(tmp_path, "feeds", "list", "--json").stdout)
+    assert feed["name"] == "NO"
+    config.write_text(
+        "feeds:\n  - url: https://a.example/\n\t- https://b.example/\n", encoding="utf-8"
+    )
+    broken = without_pyyaml(tmp_path, "feeds", "list")
+    assert broken.returncode != 0
+    assert f"{config}:3: invalid YAML: found a tab character" in broken.stderr, broken.stderr
