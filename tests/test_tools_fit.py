@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
+import select
 import sqlite3
 import subprocess
 import sys
+import unicodedata
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -315,3 +318,94 @@ def test_one_yaml_library_reads_feeds_yaml(tmp_path: Path, feed_server: FeedServ
     broken = without_pyyaml(tmp_path, "feeds", "list")
     assert broken.returncode != 0
     assert f"{config}:3: invalid YAML: found a tab character" in broken.stderr, broken.stderr
+
+
+def on_terminal(folder: Path, *args: str) -> list[str]:
+    """The CLI's output lines on a pseudo-terminal (so it prints aligned tables)."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aggregator", "--config", str(folder / "feeds.yaml"),
+         "--db", str(folder / "agg.db"), *args],
+        stdin=follower, stdout=follower, stderr=subprocess.DEVNULL, env={**env(), "NO_COLOR": "1"},
+    )  # fmt: skip
+    os.close(follower)
+    out = b""
+    while select.select([leader], [], [], 60)[0]:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert proc.wait(timeout=60) == 0
+    os.close(leader)
+    return out.decode("utf-8").replace("\r", "").splitlines()
+
+
+def columns(text: str) -> int:
+    """Terminal columns by Unicode's own tables (not the code under test's): 2 for a wide
+    East Asian character, 0 for a combining mark."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+               for c in text)  # fmt: skip
+
+
+def starts(line: str, text: str) -> int:
+    """The terminal column where `text` starts in `line`."""
+    assert text in line, (text, line)
+    return columns(line[: line.index(text)])
+
+
+TOKYO = "東京ニュース"
+# Thai tone marks are combining characters NFC cannot fold into their letter (as it folds
+# e + U+0301 into é): six characters, five columns
+THAI = "ข่าวสด"
+BLOSSOM = (
+    "The cherry trees along the river burst into flower on Tuesday, a week earlier than "
+    "the long-term average, and the city expects a million visitors over the weekend as "
+    "the parks extend their opening hours and the ferry adds evening sailings for the crowds."
+)
+LONG_CJK = (
+    "東京で桜が満開、週末は見頃を迎え川沿いの公園は夜まで開園し渡し船も夕方の便を増やす予定です"
+)
+
+
+def test_tables_align_wide_and_combining_characters(
+    tmp_path: Path, feed_server: FeedServer
+) -> None:
+    """`feeds list` and `clusters show` on a terminal: every column starts where its header
+    does, whatever the display width of the cells before it; a cell cut at 70 columns
+    (a long CJK headline) stays within them."""
+    feed_server.set("/tokyo.xml", Route(body=rss(TOKYO, [("t1", LONG_CJK, BLOSSOM)])))
+    feed_server.set("/thai.xml", Route(body=rss(THAI, [("c1", "ข่าวสด: cherry blossom", BLOSSOM)])))
+    feed_server.set(
+        "/plain.xml", Route(body=rss("Plain Post", [("p1", "Cherry trees flower early", BLOSSOM)]))
+    )
+    write_config(tmp_path, [feed_server.url(p) for p in ("/tokyo.xml", "/thai.xml", "/plain.xml")])
+    assert aggregator(tmp_path, "fetch").returncode == 0
+    feed_server.set("/thai.xml", Route(status=500, body=b"down"))  # an error to show after the name
+    aggregator(tmp_path, "fetch")
+
+    header, *rows = on_terminal(tmp_path, "feeds", "list")
+    assert len(rows) == 3 and any(TOKYO in r for r in rows)
+    (thai,) = [r for r in rows if THAI in r]
+    assert starts(thai, "HTTP 500") == starts(header, "LAST ERROR")
+    for row in rows:
+        assert starts(row, "ok" if THAI not in row else "error") == starts(header, "STATUS")
+
+    (cluster,) = json.loads(
+        aggregator(tmp_path, "clusters", "list", "--since", "all", "--json").stdout
+    )
+    assert cluster["size"] == 3
+    lines = on_terminal(tmp_path, "clusters", "show", str(cluster["id"]))
+    header = next(i for i, line in enumerate(lines) if line.startswith("ID"))
+    head, members = lines[header], lines[header + 1 :]
+    assert len(members) == 3
+    for member in members:
+        link = re.search(r"https://\w+\.example\.com/", member).group()
+        assert starts(member, link) == starts(head, "URL")
+        (title,) = [t for t in ("東京で", "ข่าวสด:", "Cherry trees") if t in member]
+        assert starts(member, title) == starts(head, "TITLE")
+    (tokyo,) = [m for m in members if TOKYO in m]
+    cut = tokyo[tokyo.index("東京で") : tokyo.index("https://")].rstrip()
+    assert cut.endswith("…") and 68 <= columns(cut) <= 70
