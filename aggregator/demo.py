@@ -28,10 +28,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
-import yaml
-
 from . import app, queries
-from .config import Config, load_config, parse_http
+from .config import Config, dump_yaml, load_config, parse_http
 from .daemon import run_daemon
 from .errors import ConfigError
 from .output import plural, print_table
@@ -168,8 +166,7 @@ def write_config(directory: Path, feeds_url: str, http: tuple[str, int]) -> Conf
     feeds = [{"url": feeds_url + o.file, "name": o.name, "tags": list(o.tags)} for o in OUTLETS]
     path = directory / CONFIG_NAME
     text = "# written by `aggregator demo`: the bundled sample feeds, served locally\n"
-    path.write_text(text + yaml.safe_dump({"settings": settings, "feeds": feeds},
-                                          sort_keys=False), encoding="utf-8")  # fmt: skip
+    path.write_text(text + dump_yaml({"settings": settings, "feeds": feeds}), encoding="utf-8")  # fmt: skip
     return load_config(path)
 
 

@@ -45,14 +45,50 @@ def print_table(
         for row in cells:
             stream.write("\t".join(row) + "\n")
         return
-    cut = [[c if len(c) <= max_width else c[: max_width - 1] + "…" for c in row] for row in cells]
-    widths = [len(h) for h in headers]
+    cut = [[fit(c, max_width) for c in row] for row in cells]
+    widths = [display_width(h) for h in headers]
     for row in cut:
-        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-    line = "  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True))
+        widths = [max(w, display_width(c)) for w, c in zip(widths, row, strict=True)]
+    line = "  ".join(pad(h.upper(), w) for h, w in zip(headers, widths, strict=True))
     stream.write(line.rstrip() + "\n")
     for row in cut:
-        stream.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+        stream.write("  ".join(pad(c, w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+# Display width comes from wcwidth (the terminal's own rules: 2 columns for a wide CJK
+# character, 0 for a combining mark), imported only here: it costs ~24 ms of CPU at start-up,
+# which a pipe, --json or the daemon never pay.
+
+
+def display_width(text: str) -> int:
+    """How many terminal columns `text` takes."""
+    from wcwidth import wcswidth, wcwidth
+
+    width = wcswidth(text)
+    return width if width >= 0 else sum(max(wcwidth(c), 0) for c in text)
+
+
+def fit(text: str, columns: int) -> str:
+    """`text` cut to at most `columns` terminal columns, ending in … when cut; a character
+    keeps the combining marks that follow it."""
+    from wcwidth import wcwidth
+
+    if display_width(text) <= columns:
+        return text
+    kept, used = [], 0
+    for char in text:
+        width = max(wcwidth(char), 0)
+        if used + width > columns - 1:
+            break
+        kept.append(char)
+        used += width
+    return "".join(kept) + "…"
+
+
+def pad(text: str, columns: int) -> str:
+    """`text` followed by spaces up to `columns` terminal columns (str.ljust counts
+    characters, so a CJK title would push the next column out)."""
+    return text + " " * (columns - display_width(text))
 
 
 # json.dumps escapes only characters below U+0020; DEL and the C1 controls (U+0080-U+009F,

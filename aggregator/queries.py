@@ -339,9 +339,11 @@ def feed_tags(store: Store) -> list[str]:
 
 
 def feed_json(row: dict) -> dict:
-    """The documented `feeds list --json` shape of one feeds row (with its item count)."""
+    """The documented `feeds list --json` shape of one feeds row (with its item count);
+    `name` is feeds.yaml's, else the feed's own title, else null (aggregator/migrations/013:
+    feeds.name also falls back to the URL)."""
     return {
-        "id": row["id"], "url": row["url"], "name": row["name"] or row["title"],
+        "id": row["id"], "url": row["url"], "name": row["configured_name"] or row["title"],
         "tags": json.loads(row["tags"]), "active": bool(row["active"]), "status": row["status"],
         "last_fetch": row["last_fetch_at"], "last_error": row["last_error"],
         "error_count": row["error_count"], "next_fetch": row["next_fetch_at"],

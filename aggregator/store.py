@@ -56,7 +56,7 @@ class FeedRow:
 
     id: int
     url: str
-    name: str | None
+    name: str | None  # from feeds.yaml (feeds.configured_name, aggregator/migrations/013)
     title: str | None
     tags: tuple[str, ...]
     interval_s: float | None
@@ -88,7 +88,7 @@ def _feed_row(row: dict) -> FeedRow:
     return FeedRow(
         id=row["id"],
         url=row["url"],
-        name=row["name"],
+        name=row["configured_name"],
         title=row["title"],
         tags=tuple(json.loads(row["tags"] or "[]")),
         interval_s=row["interval_s"],
@@ -300,10 +300,10 @@ class Store:
             for feed in config.feeds:
                 listed.add(feed.url)
                 self.conn.execute(
-                    """INSERT INTO feeds (url, name, tags, interval_s, active, created_at)
+                    """INSERT INTO feeds (url, configured_name, tags, interval_s, active, created_at)
                        VALUES (?, ?, ?, ?, 1, ?)
                        ON CONFLICT (url) DO UPDATE SET
-                         name = excluded.name, tags = excluded.tags,
+                         configured_name = excluded.configured_name, tags = excluded.tags,
                          interval_s = excluded.interval_s, active = 1""",
                     (feed.url, feed.name, json.dumps(list(feed.tags)), feed.interval, iso(now)),
                 )
@@ -315,7 +315,9 @@ class Store:
     def _feeds_match(self, config: Config) -> bool:
         stored = {
             r[0]: r[1:]
-            for r in self.conn.execute("SELECT url, name, tags, interval_s FROM feeds WHERE active = 1")
+            for r in self.conn.execute(
+                "SELECT url, configured_name, tags, interval_s FROM feeds WHERE active = 1"
+            )
         }
         wanted = {f.url: (f.name, json.dumps(list(f.tags)), f.interval) for f in config.feeds}
         return stored == wanted

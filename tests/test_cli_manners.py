@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import yaml
 from feedserver import FeedServer, Route
 
+from aggregator.config import dump_yaml
 from aggregator.timeutil import relative
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,7 +72,7 @@ def old_feed(tmp_path: Path, feed_server: FeedServer) -> Path:
     """One feed of two 2017 posts, fetched into tmp_path/agg.db."""
     old = datetime(2017, 6, 23, 10, tzinfo=UTC)
     feed_server.set("/old.xml", Route(body=rss([("a1", "Harbour calm", old), ("a2", "Harbour calm again", old + timedelta(hours=1))])))
-    (tmp_path / "feeds.yaml").write_text(yaml.safe_dump({"feeds": [feed_server.url("/old.xml")]}))
+    (tmp_path / "feeds.yaml").write_text(dump_yaml({"feeds": [feed_server.url("/old.xml")]}))
     run = cli(tmp_path, "fetch")
     assert run.returncode == 0, run.stderr
     assert "1 feed in" in run.stderr and "2 new items" in run.stderr and "0 errors" in run.stderr
@@ -81,7 +81,7 @@ def old_feed(tmp_path: Path, feed_server: FeedServer) -> Path:
 
 def test_a_pipe_that_closes_early_is_no_error(tmp_path: Path) -> None:
     feeds = [f"https://feed{i}.example/rss" for i in range(3000)]
-    (tmp_path / "feeds.yaml").write_text(yaml.safe_dump({"feeds": feeds}))
+    (tmp_path / "feeds.yaml").write_text(dump_yaml({"feeds": feeds}))
     shell = (f"{sys.executable} -m aggregator --config {tmp_path / 'feeds.yaml'} --db {tmp_path / 'agg.db'} "
              "feeds list | head -1")  # fmt: skip
     run = subprocess.run(["sh", "-c", shell], capture_output=True, text=True, env=env(), timeout=120)
@@ -146,7 +146,7 @@ def test_a_feeds_warning_is_not_written_over_the_progress_bar(tmp_path: Path, fe
     for i in range(6):
         feed_server.set(f"/f{i}.xml", Route(body=b"<html>not a feed</html>" if i == 3 else rss([(f"g{i}", f"T {i}", datetime(2026, 1, 1, tzinfo=UTC))])))
         feeds.append(feed_server.url(f"/f{i}.xml"))
-    (tmp_path / "feeds.yaml").write_text(yaml.safe_dump({"settings": {"http": "off"}, "feeds": feeds}))
+    (tmp_path / "feeds.yaml").write_text(dump_yaml({"settings": {"http": "off"}, "feeds": feeds}))
     out = in_terminal(tmp_path, "fetch")
     warning = next(line for line in out.replace("\r\n", "\n").split("\n") if "/f3.xml" in line and "feed " in line)
     # the bar's line was cleared first: the warning starts a line of its own

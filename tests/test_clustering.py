@@ -21,12 +21,11 @@ from html import escape
 from pathlib import Path
 
 import pytest
-import yaml
 from feedserver import FeedServer
 
 from aggregator.app import Pipeline, fetch_all
 from aggregator.clustering import Clusterer
-from aggregator.config import Config, parse_config
+from aggregator.config import Config, dump_yaml, parse_config
 from aggregator.poll import PollReport
 from aggregator.store import Store
 from aggregator.timeutil import from_iso, utcnow
@@ -149,7 +148,7 @@ class World:
             "feeds": [{"url": self.server.url(f"/{n}.xml"), "name": n} for n in self.names],
         }
         path = self.tmp_path / "feeds.yaml"
-        text = yaml.safe_dump(doc, sort_keys=False)
+        text = dump_yaml(doc)
         path.write_text(text, encoding="utf-8")
         return parse_config(text, path)
 

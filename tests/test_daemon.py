@@ -28,9 +28,9 @@ from typing import Any
 import feedparser
 import httpx
 import pytest
-import yaml
 from feedserver import FeedServer, Route
 
+from aggregator.config import dump_yaml
 from aggregator.timeutil import utcnow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -190,7 +190,7 @@ class Rig:
 
     def config_text(self, feeds: list[Any], **settings: Any) -> str:
         base = {**FAST, "http": f"127.0.0.1:{self.port}", "digest_path": str(self.digest)}
-        return yaml.safe_dump({"settings": {**base, **settings}, "feeds": feeds}, sort_keys=False)
+        return dump_yaml({"settings": {**base, **settings}, "feeds": feeds})
 
     def write_config(self, feeds: list[Any], **settings: Any) -> None:
         self.cfg.write_text(self.config_text(feeds, **settings), encoding="utf-8")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import sqlite3
 
-import yaml
 from feedserver import FeedServer, Route
 from test_daemon import FAST, Rig, story, wait_for
+
+from aggregator.config import dump_yaml
 
 
 def test_config_and_database_outside_the_checkout(rig: Rig) -> None:
@@ -19,7 +20,7 @@ def test_config_and_database_outside_the_checkout(rig: Rig) -> None:
     rig.cfg = rig.tmp / "x" / "feeds.yaml"
     rig.db = rig.tmp / "y" / "deeper" / "d.db"
     settings = {k: v for k, v in FAST.items()}
-    rig.cfg.write_text(yaml.safe_dump({"settings": {**settings, "http": f"127.0.0.1:{rig.port}"}, "feeds": [quay]}))
+    rig.cfg.write_text(dump_yaml({"settings": {**settings, "http": f"127.0.0.1:{rig.port}"}, "feeds": [quay]}))
     daemon = rig.start_serving()
     wait_for("the story in the served digest", lambda: b"Harbor Street" in rig.http.get("/digest.atom").content)
     wait_for("the digest file", lambda: (rig.tmp / "x" / "db" / "digest.xml").is_file())

@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from feedserver import FeedServer, Route
 
 from aggregator.app import fetch_all
-from aggregator.config import Config, parse_config
+from aggregator.config import Config, dump_yaml, parse_config
 from aggregator.poll import FeedOutcome, PollReport
 from aggregator.schedule import JITTER
 from aggregator.store import Store
@@ -31,7 +30,7 @@ LAST_MODIFIED = "Tue, 12 Mar 2024 09:30:00 GMT"
 def make_config(tmp_path: Path, feeds: list[Any], **settings: Any) -> Config:
     doc = {"settings": {**FAST, **settings}, "feeds": feeds}
     path = tmp_path / "feeds.yaml"
-    text = yaml.safe_dump(doc, sort_keys=False)
+    text = dump_yaml(doc)
     path.write_text(text, encoding="utf-8")
     return parse_config(text, path)
 

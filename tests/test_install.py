@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from feedserver import FeedServer, Route
+
+from aggregator.config import dump_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,7 +42,7 @@ def test_a_wheel_in_a_fresh_venv_creates_its_schema_and_runs(tmp_path: Path, fee
     feed_server.set("/f.xml", Route(body=(REPO / "tests" / "data" / "rss20.xml").read_bytes()))
     (elsewhere / "x").mkdir()
     config = elsewhere / "x" / "feeds.yaml"
-    config.write_text(yaml.safe_dump({"settings": {"http": "off"}, "feeds": [feed_server.url("/f.xml")]}))
+    config.write_text(dump_yaml({"settings": {"http": "off"}, "feeds": [feed_server.url("/f.xml")]}))
     db = elsewhere / "y" / "d.db"
     fetched = subprocess.run([aggregator, "--config", str(config), "--db", str(db), "fetch"], cwd=elsewhere,
                              capture_output=True, text=True, env=env, timeout=300)  # fmt: skip

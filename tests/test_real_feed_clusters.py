@@ -18,11 +18,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-import yaml
 from feedserver import FeedServer, Route
 
 from aggregator.app import fetch_all
-from aggregator.config import DedupSettings, parse_config
+from aggregator.config import DedupSettings, dump_yaml, parse_config
 from aggregator.dedup import DedupIndex, Signer
 from aggregator.evidence import (
     EntryFacts,
@@ -110,7 +109,7 @@ class Traps:
             self.server.set(f"/{name}", Route(body=(TRAPS / name).read_bytes()))
         doc = {"settings": FAST, "feeds": [{"url": self.server.url(f"/{n}"), "name": n} for n in names]}
         path = self.tmp_path / "feeds.yaml"
-        path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+        path.write_text(dump_yaml(doc), encoding="utf-8")
         report = fetch_all(parse_config(path.read_text(encoding="utf-8"), path), self.store)
         assert report.errors == 0, [o.error for o in report.outcomes]
 
@@ -299,7 +298,7 @@ def test_real_world_feeds_join_no_plainly_different_posts(tmp_path: Path, feed_s
     for rel in files:
         feed_server.set(f"/{rel}", Route(body=(SHARED / rel).read_bytes()))
     config = tmp_path / "feeds.yaml"
-    config.write_text(yaml.safe_dump({"settings": {"http": "off"}, "feeds": [feed_server.url(f"/{r}") for r in files]}))
+    config.write_text(dump_yaml({"settings": {"http": "off"}, "feeds": [feed_server.url(f"/{r}") for r in files]}))
     db = tmp_path / "real.db"
     run = subprocess.run([sys.executable, "-m", "aggregator", "--config", str(config), "--db", str(db), "fetch"],
                          capture_output=True, text=True, timeout=600)  # fmt: skip

@@ -27,9 +27,9 @@ from pathlib import Path
 from random import Random
 from typing import Any
 
-import yaml
 from feedserver import FeedServer, Route
 
+from aggregator.config import dump_yaml
 from aggregator.timeutil import utcnow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -240,7 +240,7 @@ def write_config(path: Path, feeds: list[str], **settings: Any) -> None:
             "timeout": "10s", "connect_timeout": "5s", "per_host": 8,
             "digest_path": str(path.parent / "digest.xml")}  # fmt: skip
     doc = {"settings": {**base, **settings}, "feeds": feeds}
-    path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    path.write_text(dump_yaml(doc), encoding="utf-8")
 
 
 class DaemonProcess:

@@ -20,8 +20,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from aggregator.config import dump_yaml
 from aggregator.timeutil import utcnow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,7 +132,7 @@ class Workspace:
 
     def write_config(self, feeds: list[Any], **settings: Any) -> None:
         doc = {"settings": {**FAST, **settings}, "feeds": feeds}
-        self.cfg.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), "utf-8")
+        self.cfg.write_text(dump_yaml(doc), "utf-8")
 
     def cli(self, *args: str, timeout: float = 120) -> CliRun:
         return run_cli(self.cfg, self.db, *args, timeout=timeout)

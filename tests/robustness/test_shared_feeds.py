@@ -18,12 +18,11 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from feedserver import FeedServer, Route
 from harness import record
 
 from aggregator.app import fetch_all
-from aggregator.config import parse_config
+from aggregator.config import dump_yaml, parse_config
 from aggregator.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,7 +88,7 @@ def test_every_shared_feed_file(tmp_path: Path) -> None:
                 "feeds": [{"url": u, "name": rel} for u, rel in urls.items()],
             }  # fmt: skip
             cfg = tmp_path / "feeds.yaml"
-            text = yaml.safe_dump(doc, sort_keys=False)
+            text = dump_yaml(doc)
             cfg.write_text(text, encoding="utf-8")
             config = parse_config(text, cfg)
             store = Store.open(tmp_path / "agg.db")
