@@ -1,32 +1,22 @@
 """OPML in and out: the subscription list format every feed reader imports and exports.
 
 Reading turns a reader's export into `FeedConfig` records (folders become tags); writing
-does the reverse; `add_feeds_to_config_file` merges imported feeds into feeds.yaml while
-keeping the user's comments and layout, because feeds.yaml is a hand-edited file.
+does the reverse. Adding the imported feeds to feeds.yaml is aggregator/feeds_file.py's job.
 """
 
 from __future__ import annotations
 
 import html
-import io
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from pathlib import Path
 
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import YAMLError
-
-# `feed_key` is the duplicate rule parse_config enforces; reusing it keeps one definition
-# of "same feed", so whatever we append is exactly what validation accepts.
-from .config import FeedConfig, check_url, feed_key, parse_config
+# `feed_key` is the duplicate rule parse_config enforces: one definition of "same feed".
+from .config import FeedConfig, check_url, feed_key
 from .errors import ConfigError
-from .files import write_atomically
-from .units import format_duration
 
 # DTDs are refused outright: a DOCTYPE can declare entities that expand exponentially
 # ("billion laughs") or point at external files, and no real OPML export needs one.
@@ -137,45 +127,6 @@ def render_opml(
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(opml, encoding="unicode") + "\n"
 
 
-def add_feeds_to_config_file(
-    path: Path, feeds: Sequence[FeedConfig]
-) -> tuple[list[FeedConfig], list[FeedConfig]]:
-    """Append `feeds` to the `feeds:` list of feeds.yaml in place; returns (added, duplicates).
-
-    Edited with ruamel.yaml round-tripping so the user's comments and layout survive; a
-    missing file is created. The result is re-validated with `parse_config` and the
-    original restored if it fails, so an import never leaves an unloadable config.
-    """
-    try:
-        original: str | None = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        original = None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc}") from None
-    current = parse_config(original or "", path)
-    seen = {feed_key(feed.url) for feed in current.feeds}
-    added: list[FeedConfig] = []
-    skipped: list[FeedConfig] = []
-    for feed in feeds:
-        key = feed_key(feed.url)
-        (skipped if key in seen else added).append(feed)
-        seen.add(key)
-    if not added:
-        return added, skipped
-
-    new_text = _append_feeds(original or "", added, path)
-    _write_atomic(path, new_text)
-    try:
-        parse_config(path.read_text(encoding="utf-8"), path)
-    except ConfigError:
-        if original is None:
-            path.unlink(missing_ok=True)
-        else:
-            _write_atomic(path, original)
-        raise
-    return added, skipped
-
-
 # --- reading -----------------------------------------------------------------------------
 
 
@@ -256,65 +207,3 @@ def _unique(tags: tuple[str, ...]) -> tuple[str, ...]:
 
 def _clean(text: str) -> str:
     return _XML_INVALID.sub("", text)
-
-
-def _yaml_for(text: str) -> YAML:
-    """A round-trip YAML instance indenting like `text`, so appended entries match the
-    user's style and untouched blocks are not re-indented."""
-    yaml = YAML()
-    yaml.preserve_quotes = True
-    yaml.width = 4096  # never re-wrap long URLs or names
-    mapping, offset = 2, 2
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    for above, line in zip(lines, lines[1:], strict=False):
-        if above[0] in " -" or not above.split("#", 1)[0].rstrip().endswith(":"):
-            continue
-        indent = len(line) - len(line.lstrip(" "))
-        if line.lstrip(" ").startswith("- "):
-            offset = indent
-        elif indent:
-            mapping = indent
-    yaml.indent(mapping=mapping, sequence=offset + 2, offset=offset)
-    return yaml
-
-
-def _feed_entry(feed: FeedConfig) -> CommentedMap:
-    entry = CommentedMap(url=feed.url)
-    if feed.name:
-        entry["name"] = feed.name
-    if feed.tags:
-        tags = CommentedSeq(feed.tags)
-        tags.fa.set_flow_style()
-        entry["tags"] = tags
-    if feed.interval is not None:
-        entry["interval"] = format_duration(feed.interval)
-    return entry
-
-
-def _append_feeds(text: str, feeds: Sequence[FeedConfig], path: Path) -> str:
-    yaml = _yaml_for(text)
-    try:
-        doc = yaml.load(text)
-    except YAMLError as exc:  # parse_config accepted it, so this is a ruamel/PyYAML mismatch
-        raise ConfigError(
-            f"{path}: cannot edit this file automatically ({exc}); add feeds by hand"
-        ) from None
-    prefix = ""
-    if doc is None:
-        # Empty or comments only: ruamel would drop the comments, so append to the text.
-        prefix = text if not text or text.endswith("\n") else text + "\n"
-        doc = CommentedMap()
-    entries = doc.get("feeds")
-    if entries is None:
-        entries = doc["feeds"] = CommentedSeq()
-    if not entries:
-        entries.fa.set_block_style()  # `feeds: []` would otherwise grow as one long line
-    for feed in feeds:
-        entries.append(_feed_entry(feed))
-    out = io.StringIO()
-    yaml.dump(doc, out)
-    return prefix + out.getvalue()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    write_atomically(path, text.encode("utf-8"))
