@@ -280,7 +280,7 @@ def cmd_feeds_import(args, config: Config) -> int:
 def cmd_feeds_export(args, config: Config) -> int:
     from . import opml
 
-    sys.stdout.write(opml.render_opml(config.feeds))
+    sys.stdout.write(opml.render_opml(config.feeds, _feed_sites(config, args.db)))
     return 0
 
 

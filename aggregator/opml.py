@@ -1,7 +1,17 @@
 """OPML in and out: the subscription list format every feed reader imports and exports.
 
-Reading turns a reader's export into `FeedConfig` records (folders become tags); writing
-does the reverse. Adding the imported feeds to feeds.yaml is aggregator/feeds_file.py's job.
+Folders are tags. A feed inside nested folders (Tech > Apple) gets the tag "Tech/Apple":
+in feeds.yaml a "/" in a tag separates folder levels, so a plain tag ("world") is a
+top-level folder and old files mean what they always meant. A feed listed in several
+folders (Feedly and Inoreader export it once per folder) gets one tag per folder, and is
+exported the same way: once under each of its tags, so a reader that merges duplicates
+(Feedly, Inoreader, listparser, us) gets every folder back and one that keeps the first
+(Miniflux) gets the first tag. A "/" inside a folder's own title is read as a level
+separator too; that is the price of paths that read naturally in feeds.yaml.
+
+Parsing uses defusedxml: it refuses DTDs, entity declarations and external references
+inside expat itself, whatever the document's encoding, where our own code could only
+scan the bytes for `<!DOCTYPE` in the encodings it thought of.
 """
 
 from __future__ import annotations
@@ -9,26 +19,21 @@ from __future__ import annotations
 import html
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
-# `feed_key` is the duplicate rule parse_config enforces: one definition of "same feed".
+import defusedxml
+import defusedxml.ElementTree as SafeET
+
 from .config import FeedConfig, check_url, feed_key
 from .errors import ConfigError
+from .records import FeedSite
 
-# DTDs are refused outright: a DOCTYPE can declare entities that expand exponentially
-# ("billion laughs") or point at external files, and no real OPML export needs one.
-# Checked in the encodings expat reads (UTF-8/ASCII/Latin-1 family and UTF-16).
-_FORBIDDEN_MARKUP = tuple(
-    marker.encode(codec)
-    for marker in ("<!DOCTYPE", "<!ENTITY")
-    for codec in ("ascii", "utf-16-le", "utf-16-be")
-)
+FOLDER_SEPARATOR = "/"
 # `url` is OPML's attribute for non-feed outlines too; these types say it is not a feed.
 _NON_FEED_TYPES = {"link", "include"}
-_CATEGORY_SPLIT = re.compile(r"[,/]")
 # Characters XML 1.0 cannot carry even escaped; dropped rather than producing a broken file.
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
@@ -50,12 +55,20 @@ class OpmlImport:
     rejected: tuple[RejectedOutline, ...]
 
 
+def folder_path(tag: str) -> tuple[str, ...]:
+    """The folders a tag stands for: "Tech/Apple" is Apple inside Tech; blanks dropped."""
+    return tuple(part for part in (p.strip() for p in tag.split(FOLDER_SEPARATOR)) if part)
+
+
+def folder_tag(path: Sequence[str]) -> str:
+    """The tag for a folder path, the inverse of `folder_path`."""
+    return FOLDER_SEPARATOR.join(path)
+
+
 def parse_opml(data: bytes, source: str) -> list[FeedConfig]:
     """Feeds subscribed in an OPML 1.0/2.0 document; `source` names the file in errors.
 
     Outlines with unusable URLs are dropped; use `parse_opml_import` to list them too.
-    Documents with `<!DOCTYPE` or `<!ENTITY` are refused to rule out entity-expansion
-    attacks, since the standard library XML parser has no switch to disable DTDs.
     """
     return list(parse_opml_import(data, source).feeds)
 
@@ -63,8 +76,10 @@ def parse_opml(data: bytes, source: str) -> list[FeedConfig]:
 def parse_opml_import(data: bytes, source: str) -> OpmlImport:
     """Like `parse_opml`, also returning the outlines skipped for a bad URL.
 
-    A feed listed in several folders (common in exports) becomes one FeedConfig with the
-    tags of all of them, because feeds.yaml refuses duplicate URLs.
+    A feed listed in several folders becomes one FeedConfig with a tag per folder, because
+    feeds.yaml refuses duplicate URLs. A title that is only the feed's or the site's URL
+    (what readers write for a feed they never named) is not kept as a name, so the feed's
+    own title shows instead.
     """
     root = _parse_xml(data, source)
     body = root.find("body")
@@ -77,15 +92,19 @@ def parse_opml_import(data: bytes, source: str) -> OpmlImport:
         if url is None:
             continue
         name = _text(_attr(outline, "title")) or _text(_attr(outline, "text"))
+        if name in (url, (_attr(outline, "htmlUrl") or "").strip()):
+            name = None
         problem = check_url(url)
         if problem:
             rejected.append(RejectedOutline(url=url, name=name, problem=problem))
             continue
-        tags = _unique(folders + _category_tags(_attr(outline, "category")))
+        tags = (folder_tag(folders),) if folders else ()
+        tags = _unique(tags + _category_tags(_attr(outline, "category")))
         key = feed_key(url)
         if key in feeds:
             first = feeds[key]
-            feeds[key] = FeedConfig(url=first.url, name=first.name, tags=_unique(first.tags + tags))
+            feeds[key] = FeedConfig(url=first.url, name=first.name or name,
+                                    tags=_unique(first.tags + tags))  # fmt: skip
         else:
             feeds[key] = FeedConfig(url=url, name=name, tags=tags)
     return OpmlImport(feeds=tuple(feeds.values()), rejected=tuple(rejected))
@@ -93,14 +112,20 @@ def parse_opml_import(data: bytes, source: str) -> OpmlImport:
 
 def render_opml(
     feeds: Sequence[FeedConfig],
+    sites: Mapping[str, FeedSite] | None = None,
     title: str = "aggregator subscriptions",
     now: datetime | None = None,
 ) -> str:
-    """OPML 2.0 document listing `feeds`, one folder per first tag, for any feed reader.
+    """OPML 2.0 document listing `feeds` in nested folders, one entry per tag, for any reader.
 
-    Output depends only on the arguments (order follows `feeds`), so exports diff cleanly;
-    `now` (naive means UTC) defaults to the current time for `dateCreated`.
+    `sites` (by feed URL, from the database) gives what a feed said about itself: its
+    title, used when feeds.yaml names no feed, and its site, written as `htmlUrl`. A feed
+    never fetched and never named is labelled with its URL, as Miniflux does (importing
+    it back does not turn that into a name). Output depends only on the arguments (order
+    follows `feeds`, folders appear where first used) so exports diff cleanly; `now`
+    (naive means UTC) defaults to the current time for `dateCreated`.
     """
+    sites = sites or {}
     when = now or datetime.now(UTC)
     when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
     opml = ET.Element("opml", version="2.0")
@@ -108,21 +133,25 @@ def render_opml(
     ET.SubElement(head, "title").text = _clean(title)
     ET.SubElement(head, "dateCreated").text = format_datetime(when, usegmt=True)
     body = ET.SubElement(opml, "body")
-    folders: dict[str, ET.Element] = {}
+    folders: dict[tuple[str, ...], ET.Element] = {(): body}
+
+    def folder(path: tuple[str, ...]) -> ET.Element:
+        if path not in folders:
+            name = _clean(path[-1])
+            folders[path] = ET.SubElement(folder(path[:-1]), "outline", text=name, title=name)
+        return folders[path]
+
     for feed in feeds:
-        parent = body
-        if feed.tags:
-            first = feed.tags[0]
-            if first not in folders:
-                folders[first] = ET.SubElement(
-                    body, "outline", text=_clean(first), title=_clean(first)
-                )
-            parent = folders[first]
-        label = _clean(feed.name or feed.url)
+        site = sites.get(feed.url) or FeedSite(None, None)
+        label = _clean(feed.name or site.title or feed.url)
         attrs = {"type": "rss", "text": label, "title": label, "xmlUrl": _clean(feed.url)}
-        if feed.tags:
-            attrs["category"] = ",".join(f"/{_clean(tag)}" for tag in feed.tags)
-        ET.SubElement(parent, "outline", attrs)
+        if site.site_url:
+            attrs["htmlUrl"] = _clean(site.site_url)
+        paths = _unique(tuple(p for p in (folder_path(tag) for tag in feed.tags) if p))
+        if paths:
+            attrs["category"] = ",".join("/" + _clean(folder_tag(p)) for p in paths)
+        for path in paths or ((),):
+            ET.SubElement(folder(path), "outline", attrs)
     ET.indent(opml, space="  ")
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(opml, encoding="unicode") + "\n"
 
@@ -135,12 +164,12 @@ def _invalid(source: str, why: object) -> ConfigError:
 
 
 def _parse_xml(data: bytes, source: str) -> ET.Element:
-    if any(marker in data for marker in _FORBIDDEN_MARKUP):
+    try:
+        root = SafeET.fromstring(data, forbid_dtd=True)
+    except defusedxml.DefusedXmlException:
         raise _invalid(
             source, "it contains a <!DOCTYPE> or <!ENTITY> declaration, refused for safety"
-        )
-    try:
-        root = ET.fromstring(data)
+        ) from None
     except ET.ParseError as exc:
         raise _invalid(source, exc) from None
     if _local(root.tag) != "opml":
@@ -151,14 +180,14 @@ def _parse_xml(data: bytes, source: str) -> ET.Element:
 def _walk(
     node: ET.Element, folders: tuple[str, ...]
 ) -> Iterator[tuple[ET.Element, tuple[str, ...]]]:
-    """Every outline below `node` with the titles of the folders enclosing it."""
+    """Every outline below `node` with the path of the folders enclosing it."""
     for child in node:
         if _local(child.tag) != "outline":
             continue
         yield child, folders
         if len(child) and _feed_url(child) is None:
             label = _text(_attr(child, "title")) or _text(_attr(child, "text"))
-            yield from _walk(child, folders + ((label,) if label else ()))
+            yield from _walk(child, folders + (folder_path(label) if label else ()))
         else:
             yield from _walk(child, folders)
 
@@ -192,14 +221,16 @@ def _text(value: str | None) -> str | None:
 
 
 def _category_tags(value: str | None) -> tuple[str, ...]:
-    """Tags from OPML 2.0 `category="/News/World,/Tech"`: every path segment counts."""
+    """Tags from OPML 2.0 `category="/News/World,/Tech"`: comma-separated slash paths,
+    each one tag ("News/World" is the folder World inside News)."""
     if not value:
         return ()
-    return tuple(tag for part in _CATEGORY_SPLIT.split(value) if (tag := _text(part)))
+    paths = (folder_path(_text(part) or "") for part in value.split(","))
+    return tuple(folder_tag(path) for path in paths if path)
 
 
-def _unique(tags: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(tags))
+def _unique(items: tuple) -> tuple:
+    return tuple(dict.fromkeys(items))
 
 
 # --- writing -----------------------------------------------------------------------------
