@@ -11,10 +11,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from .clustering import Clusterer
-from .config import Config
+from .config import Config, FeedConfig
+from .discover import FoundFeed, as_url, find_feed
+from .errors import ConfigError
 from .fetch import Fetcher, make_client
 from .outage import StoreOutage
 from .poll import FeedOutcome, Poller, PollReport, make_parse_executor
+from .queries import find_feeds
 from .store import FeedRow, Store, open_store  # noqa: F401 - open_store: part of this API
 from .timeutil import iso, utcnow
 
@@ -108,10 +111,19 @@ class Pipeline:
 
 def fetch_all(
     config: Config, store: Store, on_start: Callable[[int], None] | None = None,
-    on_done: Callable[[FeedOutcome], None] | None = None,
+    on_done: Callable[[FeedOutcome], None] | None = None, only: str | None = None,
 ) -> PollReport:  # fmt: skip
-    """`aggregator fetch`: one pass over all active feeds that are not dead."""
-    feeds = [f for f in store.sync_feeds(config, utcnow()) if f.status != "dead"]
+    """`aggregator fetch`: one pass over all active feeds that are not dead. With `only`
+    (a name or URL, the rule of `--feed` everywhere) just that feed, even a dead one:
+    naming it is asking to try it again."""
+    active = store.sync_feeds(config, utcnow())
+    if only is None:
+        feeds = [f for f in active if f.status != "dead"]
+    else:
+        wanted = set(find_feeds(store, only))
+        feeds = [f for f in active if f.id in wanted]
+        if not feeds:
+            raise ConfigError(f"{only!r} is no longer in {config.path}; add it back to fetch it")
     if on_start:
         on_start(len(feeds))
     pipeline = Pipeline.start(config, store, load_index=False)
@@ -119,3 +131,34 @@ def fetch_all(
         return asyncio.run(pipeline.poll(feeds, on_done))
     finally:
         pipeline.close()
+
+
+def add_feed(
+    config: Config, url: str, name: str | None = None, tags: Sequence[str] = (),
+    interval: float | None = None,
+) -> tuple[FeedConfig, FoundFeed]:  # fmt: skip
+    """`feeds add`: `url` (`example.org` means https://example.org) is refused when already
+    followed before any request is made; then it must answer with a feed, or be a page
+    linking one (`check_feed`), and that feed must not be followed either; then it is
+    appended to feeds.yaml. Returns the entry written and how the feed was found."""
+    from . import feeds_file  # ruamel.yaml: only this command needs it, not fetch or run
+
+    url = as_url(url)
+    feeds_file.refuse_followed(config, url)
+    found = check_feed(config, url)
+    feeds_file.refuse_followed(config, found.url)
+    feed = FeedConfig(url=found.url, name=" ".join((name or "").split()) or None,
+                      tags=tuple(dict.fromkeys(tags)), interval=interval)  # fmt: skip
+    feeds_file.add_feed(config.path, feed)
+    return feed, found
+
+
+def check_feed(config: Config, url: str) -> FoundFeed:
+    """`feeds add`: the feed at `url` (or the one its web page links to), fetched with the
+    daemon's client settings; FetchError or ParseError when there is none."""
+
+    async def check() -> FoundFeed:
+        async with make_client(config.settings) as client:
+            return await find_feed(Fetcher(client, config.settings), url)
+
+    return asyncio.run(check())

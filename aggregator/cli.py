@@ -21,9 +21,13 @@ from .timeutil import from_iso, relative, utcnow
 from .units import parse_duration
 
 EPILOG = {
-    "fetch": "example:\n  aggregator fetch\n  aggregator --config my.yaml --db /tmp/a.db fetch",
+    "fetch": "example:\n  aggregator fetch\n  aggregator fetch --feed 'Example News'\n"
+             "  aggregator --config my.yaml --db /tmp/a.db fetch",
     "feeds list": "example:\n  aggregator feeds list --json | jq '.[] | select(.status==\"error\")'",
     "feeds import": "example:\n  aggregator feeds import subscriptions.opml",
+    "feeds add": "example:\n  aggregator feeds add https://example.org/   # finds the feed the page links to\n"
+                 "  aggregator feeds add https://example.org/rss.xml --name Example --tags Tech/Apple,news",
+    "feeds remove": "example:\n  aggregator feeds remove 'Example News'\n  aggregator feeds remove https://example.org/rss.xml",
     "feeds export": "example:\n  aggregator feeds export > subscriptions.opml",
     "clusters list": "example:\n  aggregator clusters list --since 24h --min-size 3\n"
                      "  aggregator clusters list --tag world --feed 'BBC World' --query 'rail strike'",
@@ -33,7 +37,8 @@ EPILOG = {
     "digest": "example:\n  aggregator digest --format rss -o digest.rss\n  aggregator digest --format json -o - --min-size 3",
     "recluster": "example:\n  aggregator recluster --threshold 0.6",
     # everyday use: search, stats, and the command groups themselves
-    "feeds": "example:\n  aggregator feeds list\n  aggregator feeds import subscriptions.opml",
+    "feeds": "example:\n  aggregator feeds list\n  aggregator feeds add https://example.org/\n"
+             "  aggregator feeds import subscriptions.opml",
     "clusters": "example:\n  aggregator clusters list --min-size 3\n  aggregator clusters show 42",
     "search": "example:\n  aggregator search \"don't\" --since 30d\n"
               "  aggregator search '\"rail strike\" NOT freight' --json | jq '.[0].matches'",
@@ -59,6 +64,11 @@ def _since(text: str) -> float:
 def _since_time(seconds: float) -> datetime | None:
     """The start of a --since period (None for `all`)."""
     return None if seconds == ALL_TIME else utcnow() - timedelta(seconds=seconds)
+
+
+def _tags(text: str) -> list[str]:
+    """--tags a,b: comma-separated (repeatable); blanks dropped."""
+    return [tag for tag in (t.strip() for t in text.split(",")) if tag]
 
 
 def _fraction(text: str) -> float:
@@ -104,18 +114,32 @@ def build_parser() -> argparse.ArgumentParser:
         )  # fmt: skip
 
     c = command(sub, "fetch", "Fetch every active feed once, store and cluster new items, exit.")
-    c.set_defaults(handler=cmd_fetch)
+    c.add_argument("--feed", metavar="NAME_OR_URL",
+                   help="only this feed (name, own title or URL), even if it is dead")
+    c.set_defaults(handler=cmd_fetch)  # fmt: skip
 
-    feeds = command(sub, "feeds", "List, import and export followed feeds.")
+    feeds = command(sub, "feeds", "List, add, remove, import and export followed feeds.")
     fsub = feeds.add_subparsers(dest="feeds_command", metavar="SUBCOMMAND", required=True)
     c = command(fsub, "list", "Each feed's status, last fetch, last error and item count.", "feeds list")
     c.add_argument("--json", action="store_true", help="machine-readable output")
     c.set_defaults(handler=cmd_feeds_list)
     c = command(fsub, "import", "Add the feeds of an OPML file to feeds.yaml.", "feeds import")
     c.add_argument("file", type=Path, help="OPML file exported from another reader")
-    c.set_defaults(handler=cmd_feeds_import)
+    c.set_defaults(handler=cmd_feeds_import, creates_config=True)
     c = command(fsub, "export", "Print the followed feeds as OPML 2.0.", "feeds export")
     c.set_defaults(handler=cmd_feeds_export)
+    c = command(fsub, "add", "Check that a URL answers with a feed (or find the feed its web page "
+                             "links to) and add it to feeds.yaml.", "feeds add")
+    c.add_argument("url", help="the feed, or a site's page that links its feed")
+    c.add_argument("--name", help="name to show (default: the feed's own title)")
+    c.add_argument("--tags", type=_tags, action="extend", default=[], metavar="TAG,TAG",
+                   help="comma-separated tags; a tag Tech/Apple is the folder Apple inside Tech")
+    c.add_argument("--interval", type=_duration, help="poll interval (default settings.interval), e.g. 15m")
+    c.set_defaults(handler=cmd_feeds_add, creates_config=True)
+    c = command(fsub, "remove", "Stop following a feed: remove it from feeds.yaml (its stored "
+                                "items stay).", "feeds remove")
+    c.add_argument("feed", metavar="NAME_OR_URL", help="the feed's URL, name or own title")
+    c.set_defaults(handler=cmd_feeds_remove)  # fmt: skip
 
     clusters = command(sub, "clusters", "Story clusters: copies of one story from many feeds.")
     csub = clusters.add_subparsers(dest="clusters_command", metavar="SUBCOMMAND", required=True)
@@ -193,7 +217,7 @@ def cmd_fetch(args, config: Config) -> int:
             nonlocal progress
             progress = Progress(total, "fetching").keep_clear_of_logs()
 
-        report = app.fetch_all(config, store, start, lambda _: progress and progress.advance())
+        report = app.fetch_all(config, store, start, lambda _: progress and progress.advance(), args.feed)
         if progress:
             progress.close()
         rows = [
@@ -234,14 +258,14 @@ def cmd_feeds_list(args, config: Config) -> int:
 
 
 def cmd_feeds_import(args, config: Config) -> int:
-    from . import opml
+    from . import feeds_file, opml
 
     try:
         data = args.file.read_bytes()
     except OSError as exc:
         raise AggregatorError(f"{args.file}: cannot read: {exc.strerror}") from None
     parsed = opml.parse_opml_import(data, str(args.file))
-    added, skipped = opml.add_feeds_to_config_file(config.path, parsed.feeds)
+    added, skipped = feeds_file.add_feeds(config.path, parsed.feeds)
     for feed in added:
         print(f"added\t{safe(feed.url)}\t{safe(feed.name or '')}")
     for feed in skipped:
@@ -256,8 +280,51 @@ def cmd_feeds_import(args, config: Config) -> int:
 def cmd_feeds_export(args, config: Config) -> int:
     from . import opml
 
-    sys.stdout.write(opml.render_opml(config.feeds))
+    sys.stdout.write(opml.render_opml(config.feeds, _feed_sites(config, args.db)))
     return 0
+
+
+def cmd_feeds_add(args, config: Config) -> int:
+    from . import app
+
+    feed, found = app.add_feed(config, args.url, args.name, args.tags, args.interval)
+    print(f"added\t{safe(feed.url)}\t{safe(feed.name or found.title or '')}")
+    if found.page:
+        print(f"found through the page {safe(found.page)}", file=sys.stderr)
+    for other in found.others:
+        print(f"the page also offers\t{safe(other.url)}\t{safe(other.title or '')}", file=sys.stderr)
+    print(f"{config.path}: now following {safe(found.title or feed.url)} ({found.format or 'feed'}, "
+          f"{plural(found.entries, 'entry', 'entries')} now); a running daemon picks it up at its next "
+          "check (settings.check_every)", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def cmd_feeds_remove(args, config: Config) -> int:
+    from . import feeds_file
+
+    titles = {url: site.title for url, site in _feed_sites(config, args.db).items()}
+    feed = feeds_file.remove_feed(config.path, args.feed, titles)
+    print(f"removed\t{safe(feed.url)}\t{safe(feed.name or titles.get(feed.url) or '')}")
+    print(f"{config.path}: no longer following {safe(feed.url)}; its stored items stay in the database",
+          file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _feed_sites(config: Config, db: str | None) -> dict:
+    """What the database knows of each feed (its own title and site), or nothing when
+    there is no database yet; an unreadable one is reported, not fatal: these commands
+    work from feeds.yaml."""
+    from .config import database_path
+    from .errors import StoreError
+
+    if not database_path(config, db).is_file():
+        return {}
+    try:
+        with open_store(config, db) as store:
+            return store.feed_sites()
+    except StoreError as exc:
+        print(f"aggregator: {safe(exc)} (going on with feeds.yaml alone)", file=sys.stderr)
+        return {}
 
 
 def _print_clusters(views, as_json: bool) -> None:
@@ -474,6 +541,15 @@ def cmd_demo(args, config: None) -> int:
     return run_demo(args.dir, args.http, serve=not args.no_serve)
 
 
+def _config_or_new(path: str | None) -> Config:
+    """`feeds add` and `feeds import` on a first run: no feeds.yaml yet is an empty one,
+    written when the first feed is added."""
+    from .config import DEFAULT_CONFIG_PATH, parse_config
+
+    chosen = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+    return load_config(chosen) if chosen.exists() else parse_config("", chosen)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -481,7 +557,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        if getattr(args, "needs_config", True):
+        if getattr(args, "creates_config", False):
+            config = _config_or_new(args.config)
+        elif getattr(args, "needs_config", True):
             config = load_config(getattr(args, "run_config", None) or args.config)
         else:
             config = None  # `demo` writes its own feeds.yaml

@@ -104,7 +104,7 @@ class FeedConfig:
 
     url: str
     name: str | None = None
-    tags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()  # also its OPML folders: "Tech/Apple" is Apple inside Tech
     interval: float | None = None  # None: settings.interval
 
 

@@ -1,44 +1,39 @@
 """OPML in and out: the subscription list format every feed reader imports and exports.
 
-Reading turns a reader's export into `FeedConfig` records (folders become tags); writing
-does the reverse; `add_feeds_to_config_file` merges imported feeds into feeds.yaml while
-keeping the user's comments and layout, because feeds.yaml is a hand-edited file.
+Folders are tags. A feed inside nested folders (Tech > Apple) gets the tag "Tech/Apple":
+in feeds.yaml a "/" in a tag separates folder levels, so a plain tag ("world") is a
+top-level folder and old files mean what they always meant. A feed listed in several
+folders (Feedly and Inoreader export it once per folder) gets one tag per folder, and is
+exported the same way: once under each of its tags, so a reader that merges duplicates
+(Feedly, Inoreader, listparser, us) gets every folder back and one that keeps the first
+(Miniflux) gets the first tag. A "/" inside a folder's own title is read as a level
+separator too; that is the price of paths that read naturally in feeds.yaml.
+
+Parsing uses defusedxml: it refuses DTDs, entity declarations and external references
+inside expat itself, whatever the document's encoding, where our own code could only
+scan the bytes for `<!DOCTYPE` in the encodings it thought of.
 """
 
 from __future__ import annotations
 
 import html
-import io
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from pathlib import Path
 
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import YAMLError
+import defusedxml
+import defusedxml.ElementTree as SafeET
 
-# `feed_key` is the duplicate rule parse_config enforces; reusing it keeps one definition
-# of "same feed", so whatever we append is exactly what validation accepts.
-from .config import FeedConfig, check_url, feed_key, parse_config
+from .config import FeedConfig, check_url, feed_key
 from .errors import ConfigError
-from .files import write_atomically
-from .units import format_duration
+from .records import FeedSite
 
-# DTDs are refused outright: a DOCTYPE can declare entities that expand exponentially
-# ("billion laughs") or point at external files, and no real OPML export needs one.
-# Checked in the encodings expat reads (UTF-8/ASCII/Latin-1 family and UTF-16).
-_FORBIDDEN_MARKUP = tuple(
-    marker.encode(codec)
-    for marker in ("<!DOCTYPE", "<!ENTITY")
-    for codec in ("ascii", "utf-16-le", "utf-16-be")
-)
+FOLDER_SEPARATOR = "/"
 # `url` is OPML's attribute for non-feed outlines too; these types say it is not a feed.
 _NON_FEED_TYPES = {"link", "include"}
-_CATEGORY_SPLIT = re.compile(r"[,/]")
 # Characters XML 1.0 cannot carry even escaped; dropped rather than producing a broken file.
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
@@ -60,12 +55,20 @@ class OpmlImport:
     rejected: tuple[RejectedOutline, ...]
 
 
+def folder_path(tag: str) -> tuple[str, ...]:
+    """The folders a tag stands for: "Tech/Apple" is Apple inside Tech; blanks dropped."""
+    return tuple(part for part in (p.strip() for p in tag.split(FOLDER_SEPARATOR)) if part)
+
+
+def folder_tag(path: Sequence[str]) -> str:
+    """The tag for a folder path, the inverse of `folder_path`."""
+    return FOLDER_SEPARATOR.join(path)
+
+
 def parse_opml(data: bytes, source: str) -> list[FeedConfig]:
     """Feeds subscribed in an OPML 1.0/2.0 document; `source` names the file in errors.
 
     Outlines with unusable URLs are dropped; use `parse_opml_import` to list them too.
-    Documents with `<!DOCTYPE` or `<!ENTITY` are refused to rule out entity-expansion
-    attacks, since the standard library XML parser has no switch to disable DTDs.
     """
     return list(parse_opml_import(data, source).feeds)
 
@@ -73,8 +76,10 @@ def parse_opml(data: bytes, source: str) -> list[FeedConfig]:
 def parse_opml_import(data: bytes, source: str) -> OpmlImport:
     """Like `parse_opml`, also returning the outlines skipped for a bad URL.
 
-    A feed listed in several folders (common in exports) becomes one FeedConfig with the
-    tags of all of them, because feeds.yaml refuses duplicate URLs.
+    A feed listed in several folders becomes one FeedConfig with a tag per folder, because
+    feeds.yaml refuses duplicate URLs. A title that is only the feed's or the site's URL
+    (what readers write for a feed they never named) is not kept as a name, so the feed's
+    own title shows instead.
     """
     root = _parse_xml(data, source)
     body = root.find("body")
@@ -87,15 +92,19 @@ def parse_opml_import(data: bytes, source: str) -> OpmlImport:
         if url is None:
             continue
         name = _text(_attr(outline, "title")) or _text(_attr(outline, "text"))
+        if name in (url, (_attr(outline, "htmlUrl") or "").strip()):
+            name = None
         problem = check_url(url)
         if problem:
             rejected.append(RejectedOutline(url=url, name=name, problem=problem))
             continue
-        tags = _unique(folders + _category_tags(_attr(outline, "category")))
+        tags = (folder_tag(folders),) if folders else ()
+        tags = _unique(tags + _category_tags(_attr(outline, "category")))
         key = feed_key(url)
         if key in feeds:
             first = feeds[key]
-            feeds[key] = FeedConfig(url=first.url, name=first.name, tags=_unique(first.tags + tags))
+            feeds[key] = FeedConfig(url=first.url, name=first.name or name,
+                                    tags=_unique(first.tags + tags))  # fmt: skip
         else:
             feeds[key] = FeedConfig(url=url, name=name, tags=tags)
     return OpmlImport(feeds=tuple(feeds.values()), rejected=tuple(rejected))
@@ -103,14 +112,20 @@ def parse_opml_import(data: bytes, source: str) -> OpmlImport:
 
 def render_opml(
     feeds: Sequence[FeedConfig],
+    sites: Mapping[str, FeedSite] | None = None,
     title: str = "aggregator subscriptions",
     now: datetime | None = None,
 ) -> str:
-    """OPML 2.0 document listing `feeds`, one folder per first tag, for any feed reader.
+    """OPML 2.0 document listing `feeds` in nested folders, one entry per tag, for any reader.
 
-    Output depends only on the arguments (order follows `feeds`), so exports diff cleanly;
-    `now` (naive means UTC) defaults to the current time for `dateCreated`.
+    `sites` (by feed URL, from the database) gives what a feed said about itself: its
+    title, used when feeds.yaml names no feed, and its site, written as `htmlUrl`. A feed
+    never fetched and never named is labelled with its URL, as Miniflux does (importing
+    it back does not turn that into a name). Output depends only on the arguments (order
+    follows `feeds`, folders appear where first used) so exports diff cleanly; `now`
+    (naive means UTC) defaults to the current time for `dateCreated`.
     """
+    sites = sites or {}
     when = now or datetime.now(UTC)
     when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
     opml = ET.Element("opml", version="2.0")
@@ -118,62 +133,27 @@ def render_opml(
     ET.SubElement(head, "title").text = _clean(title)
     ET.SubElement(head, "dateCreated").text = format_datetime(when, usegmt=True)
     body = ET.SubElement(opml, "body")
-    folders: dict[str, ET.Element] = {}
+    folders: dict[tuple[str, ...], ET.Element] = {(): body}
+
+    def folder(path: tuple[str, ...]) -> ET.Element:
+        if path not in folders:
+            name = _clean(path[-1])
+            folders[path] = ET.SubElement(folder(path[:-1]), "outline", text=name, title=name)
+        return folders[path]
+
     for feed in feeds:
-        parent = body
-        if feed.tags:
-            first = feed.tags[0]
-            if first not in folders:
-                folders[first] = ET.SubElement(
-                    body, "outline", text=_clean(first), title=_clean(first)
-                )
-            parent = folders[first]
-        label = _clean(feed.name or feed.url)
+        site = sites.get(feed.url) or FeedSite(None, None)
+        label = _clean(feed.name or site.title or feed.url)
         attrs = {"type": "rss", "text": label, "title": label, "xmlUrl": _clean(feed.url)}
-        if feed.tags:
-            attrs["category"] = ",".join(f"/{_clean(tag)}" for tag in feed.tags)
-        ET.SubElement(parent, "outline", attrs)
+        if site.site_url:
+            attrs["htmlUrl"] = _clean(site.site_url)
+        paths = _unique(tuple(p for p in (folder_path(tag) for tag in feed.tags) if p))
+        if paths:
+            attrs["category"] = ",".join("/" + _clean(folder_tag(p)) for p in paths)
+        for path in paths or ((),):
+            ET.SubElement(folder(path), "outline", attrs)
     ET.indent(opml, space="  ")
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(opml, encoding="unicode") + "\n"
-
-
-def add_feeds_to_config_file(
-    path: Path, feeds: Sequence[FeedConfig]
-) -> tuple[list[FeedConfig], list[FeedConfig]]:
-    """Append `feeds` to the `feeds:` list of feeds.yaml in place; returns (added, duplicates).
-
-    Edited with ruamel.yaml round-tripping so the user's comments and layout survive; a
-    missing file is created. The result is re-validated with `parse_config` and the
-    original restored if it fails, so an import never leaves an unloadable config.
-    """
-    try:
-        original: str | None = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        original = None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc}") from None
-    current = parse_config(original or "", path)
-    seen = {feed_key(feed.url) for feed in current.feeds}
-    added: list[FeedConfig] = []
-    skipped: list[FeedConfig] = []
-    for feed in feeds:
-        key = feed_key(feed.url)
-        (skipped if key in seen else added).append(feed)
-        seen.add(key)
-    if not added:
-        return added, skipped
-
-    new_text = _append_feeds(original or "", added, path)
-    _write_atomic(path, new_text)
-    try:
-        parse_config(path.read_text(encoding="utf-8"), path)
-    except ConfigError:
-        if original is None:
-            path.unlink(missing_ok=True)
-        else:
-            _write_atomic(path, original)
-        raise
-    return added, skipped
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -184,12 +164,12 @@ def _invalid(source: str, why: object) -> ConfigError:
 
 
 def _parse_xml(data: bytes, source: str) -> ET.Element:
-    if any(marker in data for marker in _FORBIDDEN_MARKUP):
+    try:
+        root = SafeET.fromstring(data, forbid_dtd=True)
+    except defusedxml.DefusedXmlException:
         raise _invalid(
             source, "it contains a <!DOCTYPE> or <!ENTITY> declaration, refused for safety"
-        )
-    try:
-        root = ET.fromstring(data)
+        ) from None
     except ET.ParseError as exc:
         raise _invalid(source, exc) from None
     if _local(root.tag) != "opml":
@@ -200,14 +180,14 @@ def _parse_xml(data: bytes, source: str) -> ET.Element:
 def _walk(
     node: ET.Element, folders: tuple[str, ...]
 ) -> Iterator[tuple[ET.Element, tuple[str, ...]]]:
-    """Every outline below `node` with the titles of the folders enclosing it."""
+    """Every outline below `node` with the path of the folders enclosing it."""
     for child in node:
         if _local(child.tag) != "outline":
             continue
         yield child, folders
         if len(child) and _feed_url(child) is None:
             label = _text(_attr(child, "title")) or _text(_attr(child, "text"))
-            yield from _walk(child, folders + ((label,) if label else ()))
+            yield from _walk(child, folders + (folder_path(label) if label else ()))
         else:
             yield from _walk(child, folders)
 
@@ -241,14 +221,16 @@ def _text(value: str | None) -> str | None:
 
 
 def _category_tags(value: str | None) -> tuple[str, ...]:
-    """Tags from OPML 2.0 `category="/News/World,/Tech"`: every path segment counts."""
+    """Tags from OPML 2.0 `category="/News/World,/Tech"`: comma-separated slash paths,
+    each one tag ("News/World" is the folder World inside News)."""
     if not value:
         return ()
-    return tuple(tag for part in _CATEGORY_SPLIT.split(value) if (tag := _text(part)))
+    paths = (folder_path(_text(part) or "") for part in value.split(","))
+    return tuple(folder_tag(path) for path in paths if path)
 
 
-def _unique(tags: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(tags))
+def _unique(items: tuple) -> tuple:
+    return tuple(dict.fromkeys(items))
 
 
 # --- writing -----------------------------------------------------------------------------
@@ -256,65 +238,3 @@ def _unique(tags: tuple[str, ...]) -> tuple[str, ...]:
 
 def _clean(text: str) -> str:
     return _XML_INVALID.sub("", text)
-
-
-def _yaml_for(text: str) -> YAML:
-    """A round-trip YAML instance indenting like `text`, so appended entries match the
-    user's style and untouched blocks are not re-indented."""
-    yaml = YAML()
-    yaml.preserve_quotes = True
-    yaml.width = 4096  # never re-wrap long URLs or names
-    mapping, offset = 2, 2
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    for above, line in zip(lines, lines[1:], strict=False):
-        if above[0] in " -" or not above.split("#", 1)[0].rstrip().endswith(":"):
-            continue
-        indent = len(line) - len(line.lstrip(" "))
-        if line.lstrip(" ").startswith("- "):
-            offset = indent
-        elif indent:
-            mapping = indent
-    yaml.indent(mapping=mapping, sequence=offset + 2, offset=offset)
-    return yaml
-
-
-def _feed_entry(feed: FeedConfig) -> CommentedMap:
-    entry = CommentedMap(url=feed.url)
-    if feed.name:
-        entry["name"] = feed.name
-    if feed.tags:
-        tags = CommentedSeq(feed.tags)
-        tags.fa.set_flow_style()
-        entry["tags"] = tags
-    if feed.interval is not None:
-        entry["interval"] = format_duration(feed.interval)
-    return entry
-
-
-def _append_feeds(text: str, feeds: Sequence[FeedConfig], path: Path) -> str:
-    yaml = _yaml_for(text)
-    try:
-        doc = yaml.load(text)
-    except YAMLError as exc:  # parse_config accepted it, so this is a ruamel/PyYAML mismatch
-        raise ConfigError(
-            f"{path}: cannot edit this file automatically ({exc}); add feeds by hand"
-        ) from None
-    prefix = ""
-    if doc is None:
-        # Empty or comments only: ruamel would drop the comments, so append to the text.
-        prefix = text if not text or text.endswith("\n") else text + "\n"
-        doc = CommentedMap()
-    entries = doc.get("feeds")
-    if entries is None:
-        entries = doc["feeds"] = CommentedSeq()
-    if not entries:
-        entries.fa.set_block_style()  # `feeds: []` would otherwise grow as one long line
-    for feed in feeds:
-        entries.append(_feed_entry(feed))
-    out = io.StringIO()
-    yaml.dump(doc, out)
-    return prefix + out.getvalue()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    write_atomically(path, text.encode("utf-8"))

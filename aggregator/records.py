@@ -93,3 +93,12 @@ class RawFeed:
     entries: tuple[RawEntry, ...] = ()
     warning: str | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class FeedSite:
+    """What a feed said about itself at its last good fetch: its title and the site it
+    belongs to (its `<link>`), for exports that need more than feeds.yaml holds."""
+
+    title: str | None
+    site_url: str | None

@@ -23,7 +23,7 @@ import sqlite_utils
 
 from .config import Config, database_path
 from .errors import StoreError
-from .records import Item
+from .records import FeedSite, Item
 from .timeutil import from_iso, iso, utcnow
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -325,6 +325,14 @@ class Store:
     def feeds(self, active_only: bool = False) -> list[FeedRow]:
         sql = "SELECT * FROM feeds" + (" WHERE active = 1" if active_only else "") + " ORDER BY id"
         return [_feed_row(r) for r in self.db.query(sql)]
+
+    def feed_sites(self) -> dict[str, FeedSite]:
+        """Each stored feed's own title and site link by URL (`feeds export`: OPML's
+        text and htmlUrl for feeds that feeds.yaml does not name)."""
+        return {
+            url: FeedSite(title, site_url)
+            for url, title, site_url in self.conn.execute("SELECT url, title, site_url FROM feeds")
+        }
 
     def feed_summaries(self) -> list[dict]:
         """Feeds with their item counts, for `feeds list`."""

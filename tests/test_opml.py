@@ -7,12 +7,8 @@ import pytest
 
 from aggregator.config import FeedConfig, parse_config
 from aggregator.errors import ConfigError
-from aggregator.opml import (
-    add_feeds_to_config_file,
-    parse_opml,
-    parse_opml_import,
-    render_opml,
-)
+from aggregator.feeds_file import add_feeds as add_feeds_to_config_file
+from aggregator.opml import parse_opml, parse_opml_import, render_opml
 
 NOW = datetime(2024, 11, 4, 9, 30, tzinfo=UTC)
 
@@ -50,13 +46,8 @@ def test_parse_names_decode_entities(opml_bytes: bytes) -> None:
 def test_parse_tags_from_nested_folders_and_category(opml_bytes: bytes) -> None:
     feeds = by_url(parse_opml(opml_bytes, "subscriptions.opml"))
     assert feeds["https://loose.example.org/feed.xml"].tags == ()
-    assert feeds["https://europa.example.eu/rss"].tags == (
-        "News",
-        "Europe",
-        "eu",
-        "politics",
-        "policy",
-    )
+    # a nested folder is one tag, its path; so is each slash path of `category`
+    assert feeds["https://europa.example.eu/rss"].tags == ("News/Europe", "eu", "politics/policy")
     assert feeds["http://notes.example.net/atom.xml"].tags == ("News",)
     # listed under News and again (upper-case host) under Tech: one feed, both tags
     assert feeds["https://news.example.com/world.rss"].tags == ("News", "Tech")
@@ -83,7 +74,7 @@ def test_render_then_parse_round_trips(opml_bytes: bytes) -> None:
     assert render_opml(feeds, title="Mine & yours", now=NOW) == text
 
 
-def test_render_groups_by_first_tag() -> None:
+def test_render_lists_a_feed_in_the_folder_of_each_tag() -> None:
     feeds = [
         FeedConfig(url="https://a.example/feed", tags=("tech", "ai")),
         FeedConfig(url="https://b.example/feed", name="B"),
@@ -91,6 +82,8 @@ def test_render_groups_by_first_tag() -> None:
     ]
     text = render_opml(feeds, now=NOW)
     assert text.count('<outline text="tech" title="tech">') == 1
+    assert text.count('<outline text="ai" title="ai">') == 1
+    assert text.count('xmlUrl="https://a.example/feed"') == 2  # as Feedly and Inoreader do
     assert 'category="/tech,/ai"' in text
     assert '<outline type="rss" text="B" title="B" xmlUrl="https://b.example/feed" />' in text
 
