@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from .addresses import OwnServer, own_server
 from .clustering import Clusterer
 from .config import Config
 from .fetch import Fetcher, make_client
@@ -27,6 +28,9 @@ class Pipeline:
     executor: Executor | None = None
     _executor_ready: bool = False
     writer: ThreadPoolExecutor | None = None
+    # the digest server no fetch may reach: where settings.http pointed at start (the
+    # daemon serves there until it restarts, even if a reload changes settings.http)
+    own: OwnServer | None = None
 
     @classmethod
     def start(cls, config: Config, store: Store, load_index: bool = True) -> Pipeline:
@@ -35,7 +39,7 @@ class Pipeline:
         clusterer = Clusterer(config.settings.dedup)
         if load_index:
             clusterer.load(store, utcnow())
-        return cls(config, store, clusterer)
+        return cls(config, store, clusterer, own=own_server(config.settings.http_address()))
 
     def _parse_executor(self, feeds: int) -> Executor | None:
         if not self._executor_ready and feeds > 1:
@@ -53,7 +57,7 @@ class Pipeline:
         if feeds is None:
             feeds = self.store.sync_feeds(self.config, utcnow())
         executor = self._parse_executor(len(feeds))
-        async with make_client(settings) as client:
+        async with make_client(settings, self.own) as client:
             if self.writer is None and len(feeds) > 1:
                 self.writer = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
             poller = Poller(self.config, self.store, Fetcher(client, settings),

@@ -1,11 +1,26 @@
-"""Issue #12, item 6: which addresses count as local, and the daemon's own digest server
-(aggregator/addresses.py, pure decisions tested on many addresses)."""
+"""Issue #12, item 6: redirects into the local network and the daemon's own digest.
+Real servers on loopback, the real fetcher and store, the real CLI and daemon.
+
+The seam for "a public site": nothing on 127.0.0.1 is public, so the redirect tests give
+make_client a `public` rule under which 127.0.0.2 (another loopback address, where the
+"outside" EvilServer listens) counts as the public Internet; which addresses the real rule
+treats as public is tested directly on many addresses (test_which_addresses_are_public).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import socket
+from collections.abc import Callable
 from ipaddress import ip_address
+from pathlib import Path
 
 import pytest
+import yaml
+from evilserver import GB, EvilServer, Request, redirect
+from feedserver import Route
+from harness import Workspace, good_feed, record, rss
+from test_daemon import Rig, story, wait_for
 
 from aggregator.addresses import (
     OwnServer,
@@ -15,7 +30,32 @@ from aggregator.addresses import (
     reaches_own,
     refusal,
 )
-from aggregator.config import Settings
+from aggregator.config import Config, Settings, parse_config
+from aggregator.fetch import Fetcher, make_client
+from aggregator.poll import Poller
+from aggregator.store import Store
+from aggregator.timeutil import utcnow
+from aggregator.transport import proxy_routes
+
+OUTSIDE = "127.0.0.2"  # stands in for a public site (see the module docstring)
+SECRET = "INTERNAL ADMIN TOKEN=7f3a9c"
+
+
+def outside_is_public(ip) -> bool:
+    return ip == ip_address(OUTSIDE)
+
+
+def items(title: str, *texts: str) -> list[dict[str, str]]:
+    return [{"guid": f"{title}-{i}", "title": f"{title} story {i}", "description": t}
+            for i, t in enumerate(texts)]  # fmt: skip
+
+
+def closed_port() -> socket.socket:
+    """A port bound but not listening (connection refused); keep the socket open."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    return s
+
 
 # ---------------------------------------------------------------- which addresses are local
 
@@ -104,3 +144,164 @@ def test_own_digest_on_all_interfaces_includes_this_machines_addresses() -> None
     public_ip = ip_address("203.0.113.80")
     assert reaches_own(public_ip, 8080, server, this_host={public_ip})
     assert not reaches_own(public_ip, 8080, server)
+
+
+def test_proxies_from_the_environment_are_routed_as_httpx_would() -> None:
+    routes = proxy_routes({"http": "proxy:3128", "https": "http://proxy:3128",
+                           "no": "localhost, .corp.example,10.0.0.0/8,::1,https://svc"})  # fmt: skip
+    assert routes == {
+        "http://": "http://proxy:3128", "https://": "http://proxy:3128",
+        "all://localhost": None, "all://*.corp.example": None, "all://10.0.0.0/8": None,
+        "all://[::1]": None, "https://svc": None,
+    }  # fmt: skip
+    assert proxy_routes({"all": "socks5://p:1080", "no": "*"}) == {}
+
+
+# ---------------------------------------------------------------- redirects, end to end
+
+
+def config_for(tmp_path: Path, feeds: list, **settings) -> Config:
+    base = {"http": "off", "parse_workers": 0, "timeout": "5s", "connect_timeout": "2s",
+            "interval": "1h", "per_host": 1}  # fmt: skip
+    path = tmp_path / "feeds.yaml"
+    path.write_text(yaml.safe_dump({"settings": {**base, **settings}, "feeds": feeds}), "utf-8")
+    return parse_config(path.read_text("utf-8"), path)
+
+
+def poll(config: Config, public: Callable = is_public) -> dict[str, dict]:
+    """One real poll (fetch, parse, store) in this process; {feed name: its row + titles}."""
+    store = Store.open(config.path.parent / "agg.db")
+
+    async def run() -> None:
+        async with make_client(config.settings, public=public) as client:
+            poller = Poller(config, store, Fetcher(client, config.settings))
+            await poller.poll(store.sync_feeds(config, utcnow()))
+
+    try:
+        asyncio.run(run())
+        out = {}
+        for row in store.db.query("SELECT * FROM feeds"):
+            texts = [r["title"] + " " + r["text"] for r in store.db.query(
+                "SELECT title, text FROM items WHERE feed_id = ? ORDER BY id", [row["id"]])]  # fmt: skip
+            out[row["name"]] = {**row, "items": texts}
+        return out
+    finally:
+        store.close()
+
+
+def test_a_public_site_cannot_redirect_into_the_local_network(tmp_path: Path) -> None:
+    """The brief's case: a redirect to a loopback service put its text into the digest, and
+    the errors told a closed port from an open one. Now every spelling of a local target is
+    refused before connecting, with the same text whatever listens there; a configured local
+    feed, and a public site's redirect to another public address, still work."""
+    with EvilServer("127.0.0.1") as inside, EvilServer(OUTSIDE) as outside:
+        service = inside.static("/admin.xml", rss("Admin", items("admin", SECRET)))
+        port = inside.port
+        with closed_port() as closed:
+            targets = {
+                "open service": service,
+                "closed port": f"http://127.0.0.1:{closed.getsockname()[1]}/admin.xml",
+                "localhost": f"http://localhost:{port}/admin.xml",
+                "decimal": f"http://2130706433:{port}/admin.xml",
+                "hex": f"http://0x7f.1:{port}/admin.xml",
+                "short": f"http://127.1:{port}/admin.xml",
+                "mapped": f"http://[::ffff:127.0.0.1]:{port}/admin.xml",
+                "zero": f"http://0.0.0.0:{port}/admin.xml",
+                "ipv6 loopback": f"http://[::1]:{port}/admin.xml",
+                "metadata": "http://169.254.169.254/latest/meta-data/",
+                "private": "http://10.20.30.40/feed.xml",
+            }
+            feeds = [{"url": outside.route(f"/to/{i}", redirect(url)), "name": name}
+                     for i, (name, url) in enumerate(targets.items())]  # fmt: skip
+            outside.static("/real.xml", good_feed("outside"))
+            feeds.append({"url": outside.route("/moved", redirect(outside.url("/real.xml"), 301)),
+                          "name": "public to public"})  # fmt: skip
+            feeds.append(
+                {"url": inside.route("/old", redirect(service)), "name": "configured local"}
+            )
+            result = poll(config_for(tmp_path, feeds), public=outside_is_public)
+
+    for name, url in targets.items():
+        feed = result[name]
+        assert feed["status"] == "error" and feed["items"] == [], name
+        assert feed["last_error"].startswith(f"refused redirect to {url}: it leads to "), name
+        assert "put it in feeds.yaml as the feed's URL" in feed["last_error"]
+    # the same words for an open and a closed port: nothing tells them apart
+    shape = {
+        result[n]["last_error"].replace(targets[n], "URL") for n in ("open service", "closed port")
+    }
+    assert len(shape) == 1, shape
+    assert inside.hits("/admin.xml") == 1  # only the configured local feed's own request
+    assert result["configured local"]["status"] == "ok"
+    assert any(SECRET in t for t in result["configured local"]["items"])
+    assert (
+        result["public to public"]["status"] == "ok"
+        and len(result["public to public"]["items"]) == 2
+    )
+    assert all(SECRET not in t for name in targets for t in result[name]["items"])
+
+
+def test_an_address_of_this_machine_is_local_even_if_it_looked_public(tmp_path: Path) -> None:
+    """With 127.0.0.1 counted as public too, the kernel still says it is this machine's."""
+    with EvilServer("127.0.0.1") as inside, EvilServer(OUTSIDE) as outside:
+        target = inside.static("/admin.xml", rss("Admin", items("admin", SECRET)))
+        url = outside.route("/to", redirect(target))
+        result = poll(config_for(tmp_path, [{"url": url, "name": "Away"}]),
+                      public=lambda ip: str(ip) in ("127.0.0.1", OUTSIDE))  # fmt: skip
+        assert inside.hits("/admin.xml") == 0
+    assert "it leads to 127.0.0.1, an address of this machine" in result["Away"]["last_error"]
+
+
+def test_the_daemon_never_fetches_its_own_digest(rig: Rig) -> None:
+    """The brief's case: a feed redirecting to the daemon's digest was ingested (its stories
+    counted again, inflating "N sources"). Refused, redirected or configured directly."""
+    b = rig.serve("/b.xml", "Bay News", [story("bridge", "b1"), story("rail_strike", "b2")])
+    rig.server.set(
+        "/loop.xml", Route(status=302, redirect_to=f"http://127.0.0.1:{rig.port}/digest.atom")
+    )
+    loop, direct = rig.server.url("/loop.xml"), f"http://localhost:{rig.port}/digest.json"
+    rig.write_config(
+        [b, {"url": loop, "name": "Loop"}, {"url": direct, "name": "Direct"}], interval="1s"
+    )
+    daemon = rig.start_serving()
+
+    def errors() -> dict[str, str]:
+        rows = rig.query("SELECT name, last_error FROM feeds WHERE name IN ('Loop', 'Direct')")
+        return {n: e for n, e in rows if e and "own digest" in e}
+
+    found = wait_for("both digest feeds refused", lambda: len(e := errors()) == 2 and e)
+    assert found["Loop"].startswith(
+        f"refused http://127.0.0.1:{rig.port}/digest.atom: that is this daemon's own digest"
+    )
+    assert found["Direct"].startswith(f"refused {direct}: that is this daemon's own digest")
+    entries = wait_for("Bay News' 2 stories served", lambda: len(e := rig.entries()) == 2 and e)
+    hits = rig.server.hits("/loop.xml")
+    wait_for("another poll of Loop", lambda: rig.server.hits("/loop.xml") > hits + 1)
+    assert rig.count("items") == 2
+    assert (
+        sorted(e["sources"] for e in rig.entries().values())
+        == [1, 1]
+        == sorted(e["sources"] for e in entries.values())
+    )
+    assert daemon.stop() == 0
+
+
+def test_a_huge_redirect_body_is_not_read(ws: Workspace, evil: EvilServer) -> None:
+    """httpx read a redirect's whole body before following it (1 GB here)."""
+    evil.static("/good.xml", good_feed("moved"), "application/rss+xml")
+
+    async def moved(request: Request, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 301 Moved Permanently\r\nLocation: /good.xml\r\n"
+                     b"Content-Length: %d\r\n\r\n" % GB)  # fmt: skip
+        block = b"<!-- moved -->" * 4096
+        for _ in range(GB // len(block)):  # until the client hangs up
+            writer.write(block)
+            await writer.drain()
+
+    url = evil.route("/moved", moved)
+    ws.write_config([{"url": url, "name": "Moved"}])
+    run = ws.fetch()
+    assert run.summary()["Moved"]["status"] == "new", run.out
+    assert ws.feed(url)["moved_to"] == evil.url("/good.xml")
+    record("peak RSS, 1 GB redirect body", f"{run.peak_rss_mb:.0f} MB")
+    assert run.peak_rss_mb < 300
