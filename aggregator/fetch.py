@@ -201,6 +201,7 @@ class Fetcher:
         )
         code = response.status_code
         if code == 304:
+            await _drain(response)  # no body: this lets its connection be reused
             return FetchResult(status=FetchStatus.NOT_MODIFIED, **common)
         if code == 410:
             return FetchResult(
@@ -303,11 +304,12 @@ class _Decoder:
 
 
 async def _drain(response: httpx.Response) -> None:
-    """Read a redirect's body when it is small, so its connection can serve the next hop;
-    a larger or unannounced one is left unread and the connection closed. (httpx reads a
-    redirect's whole body, however large.)"""
+    """Read a body we do not need (a redirect's, a 304's) when it is small, so its
+    connection can serve the next request; a larger or unannounced one is left unread and
+    the connection closed. (httpx reads a redirect's whole body, however large.)"""
     declared = response.headers.get("content-length", "")
-    if not (declared.isdigit() and int(declared) <= DRAIN_LIMIT):
+    bodyless = response.status_code in (204, 304)
+    if not bodyless and not (declared.isdigit() and int(declared) <= DRAIN_LIMIT):
         return
     size = 0
     async for chunk in response.aiter_raw():

@@ -1,4 +1,5 @@
-"""The connections under the fetcher: opened only to addresses checked for the request.
+"""The connections under the fetcher: opened only to addresses checked for the request,
+and never reused after a response that did not end where its length said.
 
 - Pinning. Each request's host is resolved once here; every address it resolved to is
   judged (aggregator/addresses.py: local addresses after a redirect from a public site,
@@ -6,13 +7,21 @@
   no others. A DNS answer that changes between the check and the connect (DNS rebinding)
   cannot move the connection, because nothing is looked up again. A pooled connection is
   reused only when its peer is among the addresses just checked for the new request.
+- Keep-alive desync. Bytes a server sends past the end of a response (past its
+  Content-Length, its last chunk, or a bodyless 304) wait in the HTTP/1.1 parser's buffer
+  and would be read as the *next* response on that connection: feed A's server could
+  answer for feed B on the same origin. As each response closes we look at that buffer;
+  anything left over, and the connection is closed instead of pooled. Bytes that arrive
+  later are caught by httpcore itself (an idle pooled socket that is readable is dropped).
 
 Proxies from the environment (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY, read as httpx
 reads them) keep working; the proxy then makes the connection, so the rules above apply
 to direct connections only (a proxy's own access rules apply to the rest).
 
-httpx has no hook for the connect, so this module builds its own httpcore pool (public
-httpcore API) under httpx's transport.
+httpx has no hook for the connect or for the end of a response, so this module builds its
+own httpcore pool (public httpcore API) and reads httpcore's HTTP/1.1 parser state (private:
+`_h11_state`). Should a future httpcore move it, no connection is reused at all: slower,
+never unsafe.
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ class AddressRefused(httpx.TransportError):
 
 
 class FeedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport over a pool of pinned connections.
+    """httpx's transport over a pool of pinned, desync-proof connections.
 
     `public` decides which addresses count as the public Internet; tests pass their own
     (a server on 127.0.0.2 standing in for a public site), nothing else should."""
@@ -130,14 +139,15 @@ class _Pool(httpcore.AsyncConnectionPool):
 
 
 class _Connection(httpcore.AsyncHTTPConnection):
-    """One connection to one origin, opened to a checked address, reused only for requests
-    checked for that address."""
+    """One connection to one origin, opened to a checked address and pooled only while
+    every response on it ended exactly where it said."""
 
     def __init__(
         self, origin: httpcore.Origin, tls: ssl.SSLContext, keepalive_expiry: float | None
     ):
         self.checked: tuple[IPAddress, ...] = ()
         self.peer: IPAddress | None = None
+        self._spoiled = False
         super().__init__(
             origin=origin, ssl_context=tls, keepalive_expiry=keepalive_expiry,
             network_backend=_Dialer(self),
@@ -153,8 +163,24 @@ class _Connection(httpcore.AsyncHTTPConnection):
         response = await super().handle_async_request(request)
         if self.peer is None:
             self.peer = _server_address(response)
-        response.extensions[_PEER] = self.peer
-        return response
+        return httpcore.Response(
+            status=response.status, headers=response.headers,
+            content=_Body(response.stream, self),
+            extensions={**response.extensions, _PEER: self.peer},
+        )  # fmt: skip
+
+    def response_ends(self) -> None:
+        """Called as a response closes, before its connection can be pooled: bytes left in
+        the parser's buffer (or a parser we cannot see) mean it may not be reused."""
+        parser = getattr(self._connection, "_h11_state", None)
+        if parser is None or parser.trailing_data[0]:
+            self._spoiled = True
+
+    def is_available(self) -> bool:
+        return not self._spoiled and super().is_available()
+
+    def has_expired(self) -> bool:
+        return self._spoiled or super().has_expired()
 
 
 def _server_address(response: httpcore.Response) -> IPAddress | None:
@@ -164,6 +190,22 @@ def _server_address(response: httpcore.Response) -> IPAddress | None:
         return parse_address(str(address[0])) if address else None
     except ValueError:
         return None
+
+
+class _Body:
+    """A response body that tells its connection when it ends."""
+
+    def __init__(self, stream: Any, connection: _Connection):
+        self._stream = stream
+        self._connection = connection
+
+    async def __aiter__(self):
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        self._connection.response_ends()
+        await self._stream.aclose()
 
 
 class _Dialer(httpcore.AsyncNetworkBackend):

@@ -1,5 +1,6 @@
-"""Issue #12, item 6: redirects into the local network and the daemon's own digest.
-Real servers on loopback, the real fetcher and store, the real CLI and daemon.
+"""Issue #12, items 6 and 11: redirects into the local network, the daemon's own digest,
+and keep-alive desync. Real servers on loopback, the real fetcher and store, the real
+CLI and daemon.
 
 The seam for "a public site": nothing on 127.0.0.1 is public, so the redirect tests give
 make_client a `public` rule under which 127.0.0.2 (another loopback address, where the
@@ -11,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from collections.abc import Callable
 from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
 import yaml
-from evilserver import GB, EvilServer, Request, redirect
+from evilserver import GB, EvilServer, Handler, Request, redirect
 from feedserver import Route
 from harness import Workspace, good_feed, record, rss
 from test_daemon import Rig, story, wait_for
@@ -33,6 +35,7 @@ from aggregator.addresses import (
 from aggregator.config import Config, Settings, parse_config
 from aggregator.fetch import Fetcher, make_client
 from aggregator.poll import Poller
+from aggregator.records import FetchStatus
 from aggregator.store import Store
 from aggregator.timeutil import utcnow
 from aggregator.transport import proxy_routes
@@ -305,3 +308,146 @@ def test_a_huge_redirect_body_is_not_read(ws: Workspace, evil: EvilServer) -> No
     assert ws.feed(url)["moved_to"] == evil.url("/good.xml")
     record("peak RSS, 1 GB redirect body", f"{run.peak_rss_mb:.0f} MB")
     assert run.peak_rss_mb < 300
+
+
+# ---------------------------------------------------------------- keep-alive desync
+
+
+def injected(title: str) -> bytes:
+    """A complete fake HTTP response carrying a feed, to be sent after a real one."""
+    body = rss("Injected", items("injected", f"{title} was written by another feed's server"))
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+
+
+class Connections:
+    """Which client connection (its port) each request arrived on."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, list[int]] = {}
+
+    def note(self, request: Request, writer: asyncio.StreamWriter) -> None:
+        self.seen.setdefault(request.path, []).append(writer.get_extra_info("peername")[1])
+
+    def of(self, path: str) -> int:
+        (port,) = self.seen[path]
+        return port
+
+
+def answer(connections: Connections, body: bytes, then: bytes = b"", framing: str = "length",
+           status: int = 200) -> Handler:  # fmt: skip
+    """A feed response framed by Content-Length or chunked (or a bodyless 304), followed in
+    the same write by `then`."""
+
+    async def handle(request: Request, writer: asyncio.StreamWriter) -> None:
+        connections.note(request, writer)
+        head = f'HTTP/1.1 {status} OK\r\nContent-Type: application/rss+xml\r\nETag: "v1"\r\n'
+        if status == 304:
+            raw = head.encode() + b"\r\n"
+        elif framing == "chunked":
+            raw = head.encode() + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (
+                len(body),
+                body,
+            )
+        else:
+            raw = head.encode() + b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        writer.write(raw + then)
+        await writer.drain()
+
+    return handle
+
+
+def test_bytes_after_a_response_are_not_the_next_feeds_answer(
+    ws: Workspace, evil: EvilServer
+) -> None:
+    """The brief's case through the real CLI: feed A's server sends a second, fake response
+    after A's; B on the same origin must store its own feed. The connection A spoiled is
+    closed, and the clean ones are still reused (keep-alive is not simply switched off)."""
+    seen = Connections()
+    feeds = {"A": evil.route("/a.xml", answer(seen, rss("A", items("a", "alpha text")), injected("B"))),
+             "B": evil.route("/b.xml", answer(seen, rss("B", items("b", "bravo text")))),
+             "C": evil.route("/c.xml", answer(seen, rss("C", items("c", "charlie text")))),
+             "D": evil.route("/d.xml", answer(seen, rss("D", items("d", "delta text"))))}  # fmt: skip
+    ws.write_config([{"url": u, "name": n} for n, u in feeds.items()], per_host=1)
+    run = ws.fetch()
+    summary = run.summary()
+    for name, word in {"A": "alpha", "B": "bravo", "C": "charlie", "D": "delta"}.items():
+        assert summary[name]["status"] == "new", summary
+        assert [i["text"] for i in ws.items(feeds[name])] == [f"{word} text"]
+    assert "another feed's server" not in ws.all_text()
+    a, b, c, d = (seen.of(f"/{n}.xml") for n in "abcd")
+    assert b != a  # A's connection was not reused
+    assert b == c == d  # clean responses keep their connection
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "304"])
+def test_no_framing_lets_leftover_bytes_through(framing: str) -> None:
+    """Leftover bytes after a Content-Length body, after the last chunk, and after a
+    bodyless 304 (whose connection is reused now that 304s are drained)."""
+    seen = Connections()
+    with EvilServer() as evil:
+        status = 304 if framing == "304" else 200
+        a = evil.route(
+            "/a.xml", answer(seen, rss("A", items("a", "alpha")), injected("B"), framing, status)
+        )
+        b_body = rss("B", items("b", "bravo"))
+        b = evil.route("/b.xml", answer(seen, b_body, framing=framing))
+        settings = Settings(http="off", per_host=1, timeout=5, connect_timeout=2)
+
+        async def run():
+            async with make_client(settings) as client:
+                fetcher = Fetcher(client, settings)
+                first = await fetcher.fetch(a, etag='"v1"')
+                return first, await fetcher.fetch(b)
+
+        first, second = asyncio.run(run())
+    assert first.status is (FetchStatus.NOT_MODIFIED if status == 304 else FetchStatus.OK)
+    assert second.status is FetchStatus.OK and second.body == b_body
+    assert seen.of("/a.xml") != seen.of("/b.xml")
+
+
+def test_bytes_arriving_after_a_response_are_not_the_next_feeds_answer() -> None:
+    """Sent a moment after the response, when the connection already waits in the pool."""
+    seen, sent = Connections(), threading.Event()
+    b_body = rss("B", items("b", "bravo"))
+
+    async def late(request: Request, writer: asyncio.StreamWriter) -> None:
+        await answer(seen, rss("A", items("a", "alpha")))(request, writer)
+        await asyncio.sleep(0.2)
+        writer.write(injected("B"))
+        await writer.drain()
+        sent.set()
+
+    with EvilServer() as evil:
+        a, b = evil.route("/a.xml", late), evil.route("/b.xml", answer(seen, b_body))
+        settings = Settings(http="off", per_host=1, timeout=5, connect_timeout=2)
+
+        async def run():
+            async with make_client(settings) as client:
+                fetcher = Fetcher(client, settings)
+                await fetcher.fetch(a)
+                await asyncio.to_thread(sent.wait, 10)
+                return await fetcher.fetch(b)
+
+        second = asyncio.run(run())
+    assert second.status is FetchStatus.OK and second.body == b_body
+
+
+def test_not_modified_answers_keep_their_connection() -> None:
+    """A warm poll of 12 feeds on one host (all 304): each 304 used to close its
+    connection; now they share at most per_host connections."""
+    seen = Connections()
+    with EvilServer() as evil:
+        urls = [evil.route(f"/f{i}.xml", answer(seen, b"", status=304)) for i in range(12)]
+        settings = Settings(http="off", per_host=2, timeout=5, connect_timeout=2)
+
+        async def run():
+            async with make_client(settings) as client:
+                fetcher = Fetcher(client, settings)
+                return await asyncio.gather(*(fetcher.fetch(u, etag='"v1"') for u in urls))
+
+        results = asyncio.run(run())
+    assert {r.status for r in results} == {FetchStatus.NOT_MODIFIED}
+    connections = len({port for ports in seen.seen.values() for port in ports})
+    record("connections for a warm poll of 12 feeds on one host (per_host 2)", str(connections))
+    assert connections <= 2
