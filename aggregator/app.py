@@ -10,6 +10,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from .addresses import OwnServer, own_server
 from .clustering import Clusterer
 from .config import Config, FeedConfig
 from .discover import FoundFeed, as_url, find_feed
@@ -40,6 +41,9 @@ class Pipeline:
     # pool is tried at each poll
     pool_error: str | None = None
     pool_failed_since: datetime | None = None
+    # the digest server no fetch may reach: where settings.http pointed at start (the
+    # daemon serves there until it restarts, even if a reload changes settings.http)
+    own: OwnServer | None = None
 
     @classmethod
     def start(cls, config: Config, store: Store, load_index: bool = True) -> Pipeline:
@@ -48,7 +52,8 @@ class Pipeline:
         clusterer = Clusterer(config.settings.dedup)
         if load_index:
             clusterer.load(store, utcnow())
-        return cls(config, store, clusterer, outage=StoreOutage(base_delay=config.settings.check_every))
+        return cls(config, store, clusterer, outage=StoreOutage(base_delay=config.settings.check_every),
+                   own=own_server(config.settings.http_address()))  # fmt: skip
 
     def _parse_executor(self, feeds: int) -> Executor | None:
         if not self._executor_ready and feeds > 1:
@@ -66,7 +71,7 @@ class Pipeline:
         if feeds is None:
             feeds = self.store.sync_feeds(self.config, utcnow())
         executor = self._parse_executor(len(feeds))
-        async with make_client(settings) as client:
+        async with make_client(settings, self.own) as client:
             if self.writer is None and len(feeds) > 1:
                 self.writer = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
             poller = Poller(self.config, self.store, Fetcher(client, settings),

@@ -4,6 +4,11 @@ Politeness: a global limit and a per-host limit on concurrent requests, conditio
 (ETag / Last-Modified), the configured User-Agent. Safety: connect and total timeouts (a
 server sending one byte a second cannot hold us), and `max_bytes` enforced while streaming,
 after decompression, so neither a huge body nor a gzip bomb is ever held in memory.
+
+Redirects are followed here, hop by hop, so each hop is checked before it is connected
+(aggregator/addresses.py, aggregator/transport.py): the configured URL is trusted, a
+redirect from a public site may not lead into the local network, and nothing may reach the
+daemon's own digest server.
 """
 
 from __future__ import annotations
@@ -11,17 +16,26 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import re
+import urllib.request
 import zlib
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import httpx
 
+from .addresses import IPAddress, OwnServer, is_public, own_server
 from .config import Settings
 from .records import FetchResult, FetchStatus
+from .transport import (
+    PUBLIC_PEER,
+    REDIRECTED_FROM_PUBLIC,
+    AddressRefused,
+    FeedTransport,
+    proxy_routes,
+)
 from .units import format_duration
 
 ACCEPT = (
@@ -29,18 +43,31 @@ ACCEPT = (
     "application/xml;q=0.9, text/xml;q=0.9, application/json;q=0.8, */*;q=0.5"
 )
 _MAX_AGE = re.compile(r"max-age\s*=\s*(\d+)", re.IGNORECASE)
+DRAIN_LIMIT = 64 * 1024  # a redirect's body up to this size is read so its connection is reused
 
 
-def make_client(settings: Settings) -> httpx.AsyncClient:
-    """The one client every fetch shares: timeouts, redirects, connection pool, User-Agent."""
+def make_client(
+    settings: Settings,
+    own: OwnServer | None = None,
+    public: Callable[[IPAddress], bool] = is_public,
+) -> httpx.AsyncClient:
+    """The one client every fetch shares: timeouts, connection pool, User-Agent. `own` is
+    the digest server no fetch may reach (default: the one settings.http describes);
+    `public` is the test seam of FeedTransport."""
+    limits = httpx.Limits(
+        max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
+    )
+    proxies = {
+        pattern: None if proxy is None else httpx.AsyncHTTPTransport(proxy=proxy, limits=limits)
+        for pattern, proxy in proxy_routes(urllib.request.getproxies()).items()
+    }
     return httpx.AsyncClient(
         timeout=httpx.Timeout(settings.timeout, connect=settings.connect_timeout),
-        follow_redirects=True,
+        follow_redirects=False,  # Fetcher follows them, checking each hop
         max_redirects=settings.max_redirects,
-        limits=httpx.Limits(
-            max_connections=settings.concurrency,
-            max_keepalive_connections=settings.concurrency,
-        ),
+        limits=limits,
+        transport=FeedTransport(limits, own or own_server(settings.http_address()), public),
+        mounts=proxies,
         # only what _Decoder can inflate with a bound
         headers={"User-Agent": settings.user_agent, "Accept": ACCEPT,
                  "Accept-Encoding": "gzip, deflate"},  # fmt: skip
@@ -95,6 +122,8 @@ class Fetcher:
             try:
                 async with asyncio.timeout(self.settings.timeout):
                     result = await self._get(url, etag, last_modified, fetched_at)
+            except AddressRefused as exc:
+                result = self._error(url, fetched_at, str(exc))
             except TimeoutError:
                 result = self._error(
                     url, fetched_at,
@@ -133,52 +162,77 @@ class Fetcher:
             conditional["If-None-Match"] = etag
         if last_modified:
             conditional["If-Modified-Since"] = last_modified
-        async with self.client.stream("GET", url, headers=conditional) as response:
-            headers = {k.lower(): v for k, v in response.headers.items()}
-            common = dict(
-                url=url,
-                fetched_at=fetched_at,
-                http_status=response.status_code,
-                headers=headers,
-                etag=headers.get("etag") or etag,
-                last_modified=headers.get("last-modified") or last_modified,
-                final_url=str(response.url),
-                permanent_redirect=_permanent_redirect(response),
-                max_age=parse_max_age(headers.get("cache-control")),
+        request = self.client.build_request("GET", url, headers=conditional)
+        moves: list[int] = []  # statuses of the redirects followed
+        for _ in range(self.settings.max_redirects + 1):
+            response = await self.client.send(request, stream=True, follow_redirects=False)
+            try:
+                hop = response.next_request  # built by httpx for a 3xx with a Location
+                if hop is None:
+                    return await self._answer(response, url, etag, last_modified, fetched_at, moves)
+                moves.append(response.status_code)
+                # a redirect from a public address may not lead into the local network
+                from_public = response.extensions.get(PUBLIC_PEER, True)  # proxied: assume so
+                hop.extensions = {**hop.extensions, REDIRECTED_FROM_PUBLIC: from_public}
+                await _drain(response)
+            finally:
+                await response.aclose()
+            request = hop
+        raise httpx.TooManyRedirects(
+            f"more than {self.settings.max_redirects} redirects", request=request
+        )
+
+    async def _answer(
+        self, response: httpx.Response, url: str, etag: str | None, last_modified: str | None,
+        fetched_at: datetime, moves: list[int],
+    ) -> FetchResult:  # fmt: skip
+        """The result of the last hop's response."""
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        common = dict(
+            url=url,
+            fetched_at=fetched_at,
+            http_status=response.status_code,
+            headers=headers,
+            etag=headers.get("etag") or etag,
+            last_modified=headers.get("last-modified") or last_modified,
+            final_url=str(response.url),
+            permanent_redirect=_permanent_redirect(moves, str(response.url)),
+            max_age=parse_max_age(headers.get("cache-control")),
+        )
+        code = response.status_code
+        if code == 304:
+            await _drain(response)  # no body: this lets its connection be reused
+            return FetchResult(status=FetchStatus.NOT_MODIFIED, **common)
+        if code == 410:
+            return FetchResult(
+                status=FetchStatus.GONE,
+                error="410 Gone: the publisher removed this feed; delete it from feeds.yaml",
+                **common,
             )
-            code = response.status_code
-            if code == 304:
-                return FetchResult(status=FetchStatus.NOT_MODIFIED, **common)
-            if code == 410:
-                return FetchResult(
-                    status=FetchStatus.GONE,
-                    error="410 Gone: the publisher removed this feed; delete it from feeds.yaml",
-                    **common,
-                )
-            if code in (429, 503):
-                wait = parse_retry_after(headers.get("retry-after"), fetched_at)
-                hint = f"; retrying after {format_duration(round(wait))}" if wait is not None else ""
-                return FetchResult(
-                    status=FetchStatus.RETRY_LATER,
-                    retry_after=wait,
-                    error=f"HTTP {code} {response.reason_phrase}: the server asked us to slow down{hint}",
-                    **common,
-                )
-            if code >= 400 or code < 200 or code in (204, 205):
-                return FetchResult(
-                    status=FetchStatus.ERROR,
-                    error=f"HTTP {code} {response.reason_phrase}" + _status_hint(code),
-                    **common,
-                )
-            body = await self._read_limited(response)
-            if body is None:
-                return FetchResult(
-                    status=FetchStatus.ERROR,
-                    error=f"the feed is larger than settings.max_bytes ({self.settings.max_bytes:,} bytes); "
-                    "raise max_bytes if it is genuine",
-                    **common,
-                )
-            return FetchResult(status=FetchStatus.OK, body=body, **common)
+        if code in (429, 503):
+            wait = parse_retry_after(headers.get("retry-after"), fetched_at)
+            hint = f"; retrying after {format_duration(round(wait))}" if wait is not None else ""
+            return FetchResult(
+                status=FetchStatus.RETRY_LATER,
+                retry_after=wait,
+                error=f"HTTP {code} {response.reason_phrase}: the server asked us to slow down{hint}",
+                **common,
+            )
+        if code >= 400 or code < 200 or code in (204, 205):
+            return FetchResult(
+                status=FetchStatus.ERROR,
+                error=f"HTTP {code} {response.reason_phrase}" + _status_hint(code),
+                **common,
+            )
+        body = await self._read_limited(response)
+        if body is None:
+            return FetchResult(
+                status=FetchStatus.ERROR,
+                error=f"the feed is larger than settings.max_bytes ({self.settings.max_bytes:,} bytes); "
+                "raise max_bytes if it is genuine",
+                **common,
+            )
+        return FetchResult(status=FetchStatus.OK, body=body, **common)
 
     async def _read_limited(self, response: httpx.Response) -> bytes | None:
         """The decoded body, or None as soon as it grows past max_bytes. We decompress
@@ -249,10 +303,25 @@ class _Decoder:
             raise httpx.DecodingError("truncated compressed data") from None
 
 
-def _permanent_redirect(response: httpx.Response) -> str | None:
+async def _drain(response: httpx.Response) -> None:
+    """Read a body we do not need (a redirect's, a 304's) when it is small, so its
+    connection can serve the next request; a larger or unannounced one is left unread and
+    the connection closed. (httpx reads a redirect's whole body, however large.)"""
+    declared = response.headers.get("content-length", "")
+    bodyless = response.status_code in (204, 304)
+    if not bodyless and not (declared.isdigit() and int(declared) <= DRAIN_LIMIT):
+        return
+    size = 0
+    async for chunk in response.aiter_raw():
+        size += len(chunk)
+        if size > DRAIN_LIMIT:
+            return
+
+
+def _permanent_redirect(moves: list[int], final_url: str) -> str | None:
     """Where a feed moved for good: set only when every hop was a 301/308."""
-    if response.history and all(r.status_code in (301, 308) for r in response.history):
-        return str(response.url)
+    if moves and all(code in (301, 308) for code in moves):
+        return final_url
     return None
 
 

@@ -255,9 +255,11 @@ def redirect(location: str, status: int = 302) -> Handler:
 
 
 class EvilServer:
-    """Serves handlers by path on 127.0.0.1 at a free port, from an event loop in a thread."""
+    """Serves handlers by path on `host` (any loopback address) at a free port, from an
+    event loop in a thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
         self._routes: dict[str, Handler] = {}
         self.requests: list[Request] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -272,7 +274,7 @@ class EvilServer:
             loop = asyncio.new_event_loop()
             self._loop = loop
             self._server = loop.run_until_complete(
-                asyncio.start_server(self._serve, "127.0.0.1", 0)
+                asyncio.start_server(self._serve, self.host, 0)
             )
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
@@ -301,7 +303,7 @@ class EvilServer:
             self._thread.join(5)
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
+        return f"http://{self.host}:{self.port}/{path.lstrip('/')}"
 
     def route(self, path: str, handler: Handler) -> str:
         """Serve `handler` at `path`; returns the absolute URL."""
