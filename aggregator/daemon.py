@@ -32,6 +32,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from .app import Pipeline
 from .config import Config, database_path, load_config
+from .connections import raise_descriptor_limit
 from .errors import ConfigError, StoreError
 from .outage import is_outage
 from .publish import DigestCache, page_snapshot, publish
@@ -247,7 +248,7 @@ class Daemon:
         self._update_health()
 
     def _page_query(self, where: PageFilter) -> DigestSnapshot:
-        """The web page's filters, in the server's thread, on a connection of its own."""
+        """The web page's filters, in a server worker thread, on a connection of its own."""
         self.store.check_file()  # opening a deleted database would create an empty one
         store = Store.open(self.store.path)
         try:
@@ -313,6 +314,9 @@ class Daemon:
         settings = self.config.settings
         address = settings.http_address()
         if address:
+            before, after = raise_descriptor_limit()
+            if after != before:
+                log.info("open-file limit raised from %d to %d (the hard limit)", before, after)
             try:
                 self.server = DigestServer(address, self.cache, self._page_query).start()
             except OSError as exc:

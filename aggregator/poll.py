@@ -25,7 +25,7 @@ from typing import Protocol
 from .config import Config, DedupSettings
 from .dedup import Signature, Signer
 from .fetch import Fetcher
-from .normalize import html_to_text, normalize_entries, one_line
+from .normalize import clean_link, clean_title, normalize_entries
 from .outage import StoreOutage, is_outage
 from .parse import parse_feed
 from .records import FetchResult, FetchStatus, Item, ParsedFeed
@@ -68,8 +68,8 @@ def _process(body: bytes, headers: dict[str, str], now: datetime, dedup: DedupSe
     if not error and not items:
         error = "the feed has no entries with a title or text"
     parsed = ParsedFeed(
-        title=one_line(html_to_text(raw.title)) or None,  # shown in tables, JSON, the digest
-        link=raw.link,
+        title=clean_title(raw.title) or None,  # shown in tables, JSON, the digest
+        link=clean_link(raw.link),
         items=items,
         ttl=raw.ttl,
         warning=raw.warning,

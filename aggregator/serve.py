@@ -1,45 +1,37 @@
 """The daemon's read-only HTTP server: the digest in three formats, the web view (`/`)
 and a health check.
 
-It runs in a thread and only reads the in-memory DigestCache (never the database), so a
-slow client cannot hold a database lock: the web view is rendered per request from the
-snapshot of the digest's clusters that the daemon stores there after each publish.
-Conditional requests get 304, so feed readers can poll it cheaply."""
+The feeds are served from the in-memory DigestCache the daemon fills at each publish, the
+page from its cached render (pagecache.py), so a request costs no rendering and a slow
+client cannot hold a database lock; only a filtered page not rendered yet queries the
+database, on a connection of its own. Conditional requests get 304, so feed readers can
+poll it cheaply. Connections, threads and descriptors are bounded (connections.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import gzip
-import hashlib
 import json
 import logging
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from email.utils import parsedate_to_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from .connections import DEFAULT_LIMITS, BoundedHTTPServer, ConnectionLimits, RequestHandler
+from .pagecache import PageCache
 from .publish import DigestCache
 from .timeutil import utcnow
-from .webview import (
-    CONTENT_SECURITY_POLICY,
-    CONTENT_TYPE,
-    DigestSnapshot,
-    PageFilter,
-    parse_filter,
-    render_page,
-)
+from .webview import CONTENT_SECURITY_POLICY, DigestSnapshot, PageFilter, parse_filter
 
 log = logging.getLogger("aggregator.serve")
 ROUTES = {"/digest.atom": "atom", "/digest.rss": "rss", "/digest.json": "json"}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(RequestHandler):
     server_version = "aggregator"
-    protocol_version = "HTTP/1.1"  # keep-alive: every answer says its length
-    timeout = 30  # seconds an idle keep-alive connection is held
-    cache: DigestCache
-    page_query: Callable[[PageFilter], DigestSnapshot] | None = None
+    server: _Server
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s %s", self.address_string(), format % args)
@@ -66,9 +58,11 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/":
             return self._page(query, send_body)
         if path == "/healthz":
-            body = json.dumps(self.cache.health, indent=2).encode()
+            health = self.server.cache.health
+            http = {**self.server.stats(), "page_renders": self.server.pages.renders}
+            body = json.dumps({**health, "http": http}, indent=2).encode()
             # 503 while nothing can be stored (see aggregator.outage); "degraded" stays 200
-            code = 503 if self.cache.health.get("status") == "failing" else 200
+            code = 503 if health.get("status") == "failing" else 200
             return self._send(code, {"Content-Type": "application/json", "Cache-Control": "no-store"},
                               body, send_body)  # fmt: skip
         fmt = ROUTES.get(path)
@@ -76,7 +70,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(404, {"Content-Type": "text/plain; charset=utf-8"},
                               b"not found: try /, /digest.atom, /digest.rss, /digest.json or /healthz\n",
                               send_body)  # fmt: skip
-        rendered = self.cache.get(fmt)
+        rendered = self.server.cache.get(fmt)
         if rendered is None:
             return self._send(503, {"Content-Type": "text/plain; charset=utf-8", "Retry-After": "5"},
                               b"the digest is being built; retry in a few seconds\n", send_body)  # fmt: skip
@@ -91,29 +85,21 @@ class _Handler(BaseHTTPRequestHandler):
         return self._send(200, headers, rendered.body, send_body)
 
     def _page(self, query: str, send_body: bool) -> None:
-        where = parse_filter(query)
-        snapshot = self.cache.snapshot()
-        if where and self.page_query is not None:
-            try:  # a filter looks through every story of the window, not the digest's few
-                snapshot = type(self).page_query(where)
-            except Exception as exc:  # the page must answer: the digest's stories then
-                log.warning("web page query failed (%s); showing the digest's stories", exc)
-        if snapshot is None:
+        rendered = self.server.pages.get(parse_filter(query))
+        if rendered is None:
             return self._send(503, {"Content-Type": "text/plain; charset=utf-8", "Retry-After": "5"},
                               b"the digest is being built; retry in a few seconds\n", send_body)  # fmt: skip
-        body = render_page(snapshot, where, utcnow())
-        etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
         headers = {
-            "Content-Type": CONTENT_TYPE,
-            "ETag": etag,
+            "Content-Type": rendered.content_type,
+            "ETag": rendered.etag,
             "Cache-Control": "no-cache",
             "Content-Security-Policy": CONTENT_SECURITY_POLICY,
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "no-referrer",
         }
-        if etag in _tags(self.headers.get("If-None-Match")):
-            return self._send(304, headers, b"", False, len(body))
-        return self._send(200, headers, body, send_body)
+        if rendered.etag in _tags(self.headers.get("If-None-Match")):
+            return self._send(304, headers, b"", False, len(rendered.body))
+        return self._send(200, headers, rendered.body, send_body)
 
     def _not_modified(self, etag: str, last_modified: str) -> bool:
         inm = self.headers.get("If-None-Match")
@@ -183,15 +169,27 @@ def _gzip(body: bytes) -> bytes:
     return gzip.compress(body, compresslevel=6, mtime=0)
 
 
+class _Server(BoundedHTTPServer):
+    """The bounded server with what the handler answers from."""
+
+    def __init__(self, address: tuple[str, int], cache: DigestCache, pages: PageCache,
+                 limits: ConnectionLimits):  # fmt: skip
+        super().__init__(address, _Handler, limits)
+        self.cache = cache
+        self.pages = pages
+
+
 class DigestServer:
-    """Serves the cache on (host, port) in a background thread; `page_query` answers the
-    web page's filters from the database (else they filter the digest's stories)."""
+    """Serves the cache on (host, port) from a background thread and a fixed pool of
+    workers (`limits`); `page_query` answers the web page's filters from the database
+    (else they filter the digest's stories); `clock` dates the page's renders."""
 
     def __init__(self, address: tuple[str, int], cache: DigestCache,
-                 page_query: Callable[[PageFilter], DigestSnapshot] | None = None):  # fmt: skip
-        handler = type("Handler", (_Handler,), {"cache": cache, "page_query": staticmethod(page_query) if page_query else None})
-        self.httpd = ThreadingHTTPServer(address, handler)
-        self.httpd.daemon_threads = True
+                 page_query: Callable[[PageFilter], DigestSnapshot] | None = None,
+                 limits: ConnectionLimits = DEFAULT_LIMITS,
+                 clock: Callable[[], datetime] = utcnow):  # fmt: skip
+        self.pages = PageCache(cache, page_query, clock)
+        self.httpd = _Server(address, cache, self.pages, limits)
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="digest-http", daemon=True)
 
     @property
