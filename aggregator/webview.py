@@ -4,7 +4,7 @@ HTML document, no JavaScript and no external assets (CSS inline).
 Pure functions: a `DigestSnapshot` and the request's query string in, bytes out. The
 unfiltered page is the snapshot the daemon published last (the digest's stories, in the
 digest's order); a filtered one (`?tag=`, `?min_size=`, `?q=`) is a snapshot the server
-queries from the database for that filter (serve.py), over every story of the digest
+queries from the database for that filter (pagecache.py, run by the server), over every story of the digest
 window, not only the ones the digest kept. `q` is a substring of the story's title or a
 member's headline (ASCII case ignored; `aggregator search` is the full-text search).
 
