@@ -31,11 +31,12 @@ from aggregator.timeutil import iso, utcnow
 store = test_clustering.store
 world = test_clustering.world
 
-# What `stats` computed before migration 006, from every item: the reference.
+# What `stats` computed before migration 006, from every item: the reference (an item
+# outside any cluster is no duplicate, however many others are outside one).
 REFERENCE_MARKS = """
     SELECT i.id,
-           coalesce(c.pruned > 0 OR row_number() OVER (PARTITION BY i.cluster_id
-                                                       ORDER BY i.first_seen_at, i.id) > 1, 0),
+           c.id IS NOT NULL AND (c.pruned > 0 OR row_number() OVER (PARTITION BY i.cluster_id
+                                                                    ORDER BY i.first_seen_at, i.id) > 1),
            coalesce(r.feed_id != i.feed_id, 0)
     FROM items i LEFT JOIN clusters c ON c.id = i.cluster_id
     LEFT JOIN items r ON r.id = c.representative_id"""
