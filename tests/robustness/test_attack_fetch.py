@@ -18,7 +18,6 @@ from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
-import yaml
 from evilserver import GB, EvilServer, Handler, Request, redirect
 from feedserver import Route
 from harness import Workspace, good_feed, record, rss
@@ -32,7 +31,7 @@ from aggregator.addresses import (
     reaches_own,
     refusal,
 )
-from aggregator.config import Config, Settings, parse_config
+from aggregator.config import Config, Settings, dump_yaml, parse_config
 from aggregator.fetch import Fetcher, make_client
 from aggregator.poll import Poller
 from aggregator.records import FetchStatus
@@ -167,7 +166,7 @@ def config_for(tmp_path: Path, feeds: list, **settings) -> Config:
     base = {"http": "off", "parse_workers": 0, "timeout": "5s", "connect_timeout": "2s",
             "interval": "1h", "per_host": 1}  # fmt: skip
     path = tmp_path / "feeds.yaml"
-    path.write_text(yaml.safe_dump({"settings": {**base, **settings}, "feeds": feeds}), "utf-8")
+    path.write_text(dump_yaml({"settings": {**base, **settings}, "feeds": feeds}), "utf-8")
     return parse_config(path.read_text("utf-8"), path)
 
 
