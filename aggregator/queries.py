@@ -86,17 +86,26 @@ class ClusterFilter:
         return " ".join(parts)
 
 
+def tags_sql(tags: Sequence[str]) -> tuple[str, list]:
+    """SQL matching a feed tag `t.value` against wanted tags, and its arguments. Tags are
+    folders (aggregator.opml): "Tech" also matches "Tech/Apple", as a reader's folder
+    holds its subfolders; "Tech/Apple" matches only itself and below."""
+    sql = " OR ".join("t.value = ? OR substr(t.value, 1, ?) = ?" for _ in tags)
+    return f"({sql})", [x for tag in tags for x in (tag, len(tag) + 1, f"{tag}/")]
+
+
 def _filter_sql(store: Store, where: ClusterFilter | None) -> tuple[str, list]:
     """SQL conditions on clusters `c` (each starting with AND) and their arguments."""
     if not where:
         return "", []
     sql, args = "", []
     if where.tags:
+        match, match_args = tags_sql(where.tags)
         sql += (
             " AND EXISTS (SELECT 1 FROM items i JOIN feeds f ON f.id = i.feed_id, json_each(f.tags) t"
-            f" WHERE i.cluster_id = c.id AND t.value IN ({','.join('?' * len(where.tags))}))"
+            f" WHERE i.cluster_id = c.id AND {match})"
         )
-        args.extend(where.tags)
+        args.extend(match_args)
     if where.feed:
         feed_ids = find_feeds(store, where.feed)
         sql += (
@@ -314,11 +323,12 @@ def digest_clusters(
     args: list = [since.strftime("%Y-%m-%dT%H:%M:%SZ"), min_size]
     for wanted in (tags, page_tags):
         if wanted:
+            match, match_args = tags_sql(wanted)
             sql += (
                 " AND EXISTS (SELECT 1 FROM items i JOIN feeds f ON f.id = i.feed_id, json_each(f.tags) t"
-                f" WHERE i.cluster_id = c.id AND t.value IN ({','.join('?' * len(wanted))}))"
+                f" WHERE i.cluster_id = c.id AND {match})"
             )
-            args.extend(wanted)
+            args.extend(match_args)
     if query:
         sql += " AND EXISTS (SELECT 1 FROM items i WHERE i.cluster_id = c.id AND instr(lower(i.title), lower(?)))"
         args.append(query)

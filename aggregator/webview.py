@@ -66,7 +66,7 @@ class PageFilter:
     def keeps(self, cluster: ClusterView, tags: frozenset[str]) -> bool:
         if cluster.size < self.min_size:
             return False
-        if self.tags and not tags.intersection(self.tags):
+        if self.tags and not any(t == w or t.startswith(f"{w}/") for t in tags for w in self.tags):
             return False
         if self.q:
             needle = self.q.casefold()

@@ -542,6 +542,22 @@ def test_clusters_list_filters(shared: World) -> None:
     assert bad.returncode == 2 and "cannot search" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_a_tag_filter_takes_a_folder_with_its_subfolders(world: World) -> None:
+    """Tags are folders ("Tech/Apple" is Apple inside Tech, aggregator.opml): `--tag Region`
+    takes the feeds in Region/local as a reader's folder holds its subfolders, and a tag
+    that only begins like a folder ("Reg") takes none."""
+    text = world.cfg.read_text(encoding="utf-8")
+    world.cfg.write_text(text.replace("tags: [local]", "tags: [Region/local]"), encoding="utf-8")
+    assert run(world.cfg, world.db, "fetch").returncode == 0
+    bridge, rail, cafe = (world.cluster(g) for g in ("w1", "w2", "d2"))
+    assert ids(world, "--tag", "Region") == ids(world, "--tag", "Region/local") == {bridge, rail, cafe}
+    assert ids(world, "--tag", "Reg") == ids(world, "--tag", "local") == set()
+    digest = run(world.cfg, world.db, "digest", "--format", "json", "-o", "-", "--tag", "Region",
+                 "--since", "30d")  # fmt: skip
+    assert digest.returncode == 0, digest.stderr
+    assert len(json.loads(digest.stdout)["items"]) == 3
+
+
 def test_clusters_show_filters(shared: World) -> None:
     bridge, cafe = shared.cluster("w1"), shared.cluster("d2")
     shown = run_json(shared.cfg, shared.db, "clusters", "show", str(bridge), "--tag", "local")
