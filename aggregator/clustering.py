@@ -330,12 +330,16 @@ class Clusterer:
         return created
 
     def commit(self) -> None:
+        """The transaction is over: its rows stay. The dead rows are reclaimed here, when due
+        (DedupIndex.compact), because compaction renumbers the rows a transaction lists."""
         if self._writes_pending is not None:
             self.writes = self._writes_pending
         self._writes_pending = None
         self._loaded_in_transaction = False
         self._added.clear()
         self._killed.clear()
+        if self.index.compact():
+            log.debug("dedup index compacted: %d live rows kept", self.index.n)
 
     def rollback(self) -> None:
         """The transaction failed: forget rows it added, revive rows it retired. An index
@@ -350,7 +354,7 @@ class Clusterer:
             return
         # revive first: a row added in this transaction may also have been retired in it
         if self._killed:
-            self.index.alive[np.asarray(self._killed, dtype=np.int64)] = True
+            self.index.revive(self._killed)
         if self._added:
             self.index.kill(self._added)
         self.commit()

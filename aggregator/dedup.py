@@ -632,6 +632,14 @@ def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
 MAX_CANDIDATES = 256  # candidates verified per item (the newest)
 NO_KEY = (0, 0)
+# Every content update of an item leaves its old row dead (~3.3 KB of signatures, keys and
+# bucket entries): a feed that changes its entries at every poll grew the daemon by
+# ~13 MB/min until the daily rebuild. The dead rows are reclaimed once they pass this share
+# of the rows, so the index holds at most 1 / (1 - share) times its live rows, and each
+# compaction (a pass over the index) is paid for by the updates that made it due.
+COMPACT_DEAD_SHARE = 0.25
+COMPACT_MIN_DEAD = 1024  # a small index is not compacted every few updates
+COMPACT_BLOCK = 8192  # rows moved at once: a copy of the whole signature matrix was ~100 MB at 200k
 
 
 def exact_key(value: str | None) -> int:
@@ -750,6 +758,16 @@ class _Buckets:
         self._online_keys, self._online_rows, self._online_counts = [], [], []
         self._tail_count = 0
 
+    def keep_rows(self, new_row: np.ndarray) -> None:
+        """Drop the rows whose new_row[row] is -1 and renumber the others. The map keeps
+        the rows' order, so each bucket still lists its rows oldest first, as a fresh
+        build from the kept rows would."""
+        self.merge()
+        renumbered = new_row[self.rows]
+        kept = renumbered >= 0
+        self.keys, self.rows = self.keys[kept], renumbered[kept].astype(np.int32)
+        self._index_prefixes()
+
     def query(self, keys: np.ndarray) -> set[int]:
         """Rows sharing at least one band key with `keys`; from a crowded
         bucket only its newest BUCKET_CAP rows, so templated feeds (thousands of
@@ -813,6 +831,11 @@ class _Buckets:
         self._starts[-1] = n
 
     @property
+    def entries(self) -> int:
+        """(key, row) pairs filed, merged or not: what the buckets hold, dead rows' too."""
+        return len(self.keys) + sum(map(len, self._tail_keys)) + sum(map(len, self._online_keys))
+
+    @property
     def nbytes(self) -> int:
         tail = sum(k.nbytes + r.nbytes for k, r in zip(self._tail_keys, self._tail_rows, strict=True))
         online = sum(k.nbytes + 112 for k in self._online_keys) + 8 * len(self._online_rows)
@@ -820,10 +843,93 @@ class _Buckets:
         return self.keys.nbytes + self.rows.nbytes + directory + tail + online + 120 * len(self._tail)
 
 
+class _ItemRows:
+    """Every row of each item (dead ones too, until compaction), so a changed item's old
+    row is found by a binary search instead of a pass over the index (which cost a scan
+    of every row per changed item). Item ids and rows live in two arrays sorted by id
+    (12 bytes a row; a dict of Python ints takes ~110), plus a dict of the rows added one
+    by one since the last merge and the arrays of a bulk add, folded in at the next lookup."""
+
+    MERGE_AT = 8192  # rows in the dict before it is folded into the arrays
+
+    def __init__(self) -> None:
+        self.ids = np.zeros(0, dtype=np.int64)
+        self.rows = np.zeros(0, dtype=np.int32)
+        self._tail: dict[int, int | list[int]] = {}
+        self._tail_rows = 0
+        self._bulk: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def add(self, item_id: int, row: int) -> None:
+        old = self._tail.setdefault(item_id, row)
+        if old != row:
+            self._tail[item_id] = [*old, row] if isinstance(old, list) else [old, row]
+        self._tail_rows += 1
+        if self._tail_rows >= self.MERGE_AT:
+            self.merge()
+
+    def add_many(self, item_ids: np.ndarray, rows: np.ndarray) -> None:
+        """Rows of a bulk add (a start-up load), folded in by merge() or the next lookup."""
+        self._bulk.append((np.asarray(item_ids, dtype=np.int64), np.asarray(rows, dtype=np.int32)))
+
+    def merge(self) -> None:
+        """Fold the dict and the bulk adds into the sorted arrays."""
+        if not self._tail and not self._bulk:
+            return
+        tail = [(i, r) for i, v in self._tail.items() for r in (v if isinstance(v, list) else (v,))]
+        ids = np.concatenate([self.ids, *(i for i, _ in self._bulk), np.array([i for i, _ in tail], dtype=np.int64)])
+        rows = np.concatenate([self.rows, *(r for _, r in self._bulk), np.array([r for _, r in tail], dtype=np.int32)])
+        self._tail, self._tail_rows, self._bulk = {}, 0, []
+        step = np.diff(ids)
+        if len(ids) > 1 and not ((step > 0) | ((step == 0) & (np.diff(rows) > 0))).all():
+            order = np.lexsort((rows, ids))  # (a load comes in id order, which needs none)
+            ids, rows = ids[order], rows[order]
+        self.ids, self.rows = ids, rows
+
+    def of(self, item_id: int) -> list[int]:
+        """The item's rows, in row order."""
+        if self._bulk:
+            self.merge()
+        lo, hi = np.searchsorted(self.ids, [item_id, item_id + 1]).tolist()
+        found = self.rows[lo:hi].tolist()
+        tail = self._tail.get(item_id)
+        if tail is not None:  # rows added after the arrays' ones
+            found += tail if isinstance(tail, list) else [tail]
+        return found
+
+    def of_many(self, item_ids: list[int]) -> np.ndarray:
+        """The rows of any of the items, in row order."""
+        if self._bulk:
+            self.merge()
+        wanted = np.unique(np.asarray(item_ids, dtype=np.int64))
+        lo, hi = np.searchsorted(self.ids, wanted), np.searchsorted(self.ids, wanted + 1)
+        tail = [r for i in wanted.tolist() if (v := self._tail.get(i)) is not None
+                for r in (v if isinstance(v, list) else (v,))]  # fmt: skip
+        return np.sort(np.concatenate([self.rows[_ranges(lo, hi)], np.array(tail, dtype=np.int64)]))
+
+    @property
+    def nbytes(self) -> int:
+        bulk = sum(i.nbytes + r.nbytes for i, r in self._bulk)
+        return self.ids.nbytes + self.rows.nbytes + bulk + 110 * self._tail_rows
+
+
+# the per-row arrays of DedupIndex (the titles and paragraph keys are kept apart)
+_ROW_ARRAYS = ("item_ids", "cluster_ids", "seen", "kinds", "alive", "sizes", "lede_sizes", "full", "lede", "exact",
+               "feed_ids")  # fmt: skip
+
+
+def _move_down(arr: np.ndarray, live: np.ndarray) -> None:
+    """arr[: len(live)] = arr[live], in place and block by block: `live` is increasing, so
+    every block's rows come from at or after where they go, past the blocks already moved."""
+    for start in range(0, len(live), COMPACT_BLOCK):
+        block = live[start : start + COMPACT_BLOCK]
+        arr[start : start + len(block)] = arr[block]
+
+
 class DedupIndex:
     """Signatures of the indexed items (those inside the dedup window) and LSH buckets
-    over them for two bandings: full text and lede. Rows are append-only; a removed item's row is
-    marked dead (a moved item is re-added as a new row).
+    over them for two bandings: full text and lede. Rows are appended; a removed item's row
+    is marked dead (a moved or changed item is re-added as a new row), and compact()
+    reclaims the dead rows once they are COMPACT_DEAD_SHARE of the index.
 
     The items' exact-match keys (canonical URL, content hash; `exact_key`) are filed in
     the same buckets, so the exact shortcut costs no lookup of its own and needs no
@@ -842,9 +948,12 @@ class DedupIndex:
         self.paragraph_buckets = _Buckets()
         # one bit per paragraph key (its low PARAGRAPH_SEEN_BITS bits) ever filed: most
         # paragraphs are no one else's, and a bit test in Python is ~20x cheaper than a
-        # bucket lookup (a set bit only sends the lookup on; killed rows keep their bits)
+        # bucket lookup (a set bit only sends the lookup on; killed rows keep their bits
+        # until compact())
         self._paragraph_seen = bytearray(1 << (PARAGRAPH_SEEN_BITS - 3))
         self.n = 0
+        self.dead = 0  # rows below n that are no longer alive
+        self._item_rows = _ItemRows()
         self._key_memo: tuple | None = None
         self._exact_memo: tuple | None = None
         self._plan_keys()
@@ -871,8 +980,7 @@ class DedupIndex:
         if needed <= capacity:
             return
         new_cap = max(needed, capacity * 2)
-        for name in ("item_ids", "cluster_ids", "seen", "kinds", "alive", "sizes", "lede_sizes", "full", "lede", "exact",
-                     "feed_ids"):  # fmt: skip
+        for name in _ROW_ARRAYS:
             arr = getattr(self, name)
             grown = np.zeros((new_cap, *arr.shape[1:]), dtype=arr.dtype)
             grown[: self.n] = arr[: self.n]
@@ -893,7 +1001,7 @@ class DedupIndex:
         self.paragraph_at[self.n + 1] = end + len(keys)
 
     def __len__(self) -> int:
-        return int(self.alive[: self.n].sum())
+        return self.n - self.dead
 
     def add_many(
         self,
@@ -934,6 +1042,11 @@ class DedupIndex:
             self._add_flat_paragraphs(*paragraphs)
         else:
             self._add_many_paragraphs(paragraphs or [_NO_PARAGRAPHS] * count)
+        if bulk:
+            self._item_rows.add_many(self.item_ids[rows], rows)
+        else:
+            for item_id, row in zip(self.item_ids[rows].tolist(), rows.tolist(), strict=True):
+                self._item_rows.add(item_id, row)
         self.n += count
         self._index_rows(rows, bulk)
         return rows
@@ -1028,6 +1141,7 @@ class DedupIndex:
             distinct = set(listed)
             self.paragraph_buckets.add_one(paragraphs if len(distinct) == len(listed) else np.unique(paragraphs), row)
             self._mark_seen(distinct)
+        self._item_rows.add(item_id, row)
         self.n += 1
         if sig.lede is not None:
             self.lede[row], self.lede_sizes[row] = sig.lede, sig.lede_size
@@ -1039,17 +1153,66 @@ class DedupIndex:
     def finish_bulk(self) -> None:
         self.buckets.merge()
         self.paragraph_buckets.merge()
+        self._item_rows.merge()
 
     def kill(self, rows) -> None:
-        self.alive[np.asarray(list(rows), dtype=np.int64)] = False
+        """Retire rows (an item removed, moved or changed); rows already dead stay so."""
+        rows = np.unique(np.asarray(list(rows), dtype=np.int64))
+        self.dead += int(np.count_nonzero(self.alive[rows]))
+        self.alive[rows] = False
+
+    def revive(self, rows) -> None:
+        """Undo kill() (a rolled-back transaction retired them)."""
+        rows = np.unique(np.asarray(list(rows), dtype=np.int64))
+        self.dead -= len(rows) - int(np.count_nonzero(self.alive[rows]))
+        self.alive[rows] = True
 
     def rows_of_item(self, item_id: int) -> list[int]:
-        return np.nonzero((self.item_ids[: self.n] == item_id) & self.alive[: self.n])[0].tolist()
+        """The item's live rows, in row order (found directly, without a pass over the rows)."""
+        alive = self.alive
+        return [r for r in self._item_rows.of(item_id) if alive[r]]
 
     def rows_of_items(self, item_ids: list[int]) -> list[int]:
-        """The live rows of any of `item_ids` (one pass, for many items)."""
-        mine = np.isin(self.item_ids[: self.n], np.asarray(item_ids, dtype=np.int64))
-        return np.flatnonzero(mine & self.alive[: self.n]).tolist()
+        """The live rows of any of `item_ids`, in row order."""
+        rows = self._item_rows.of_many(item_ids)
+        return rows[self.alive[rows]].tolist()
+
+    def compact(self, force: bool = False) -> bool:
+        """Reclaim the dead rows once they pass COMPACT_DEAD_SHARE of the rows (or now,
+        with `force`); returns whether it did. The live rows move down in order and every
+        structure keeps only theirs, so queries answer as an index built afresh from them
+        would (before, dead rows also took places among a crowded bucket's BUCKET_CAP).
+        Row numbers change: call it only where no one holds a row (Clusterer.commit)."""
+        if not self.dead or (not force and (self.dead < COMPACT_MIN_DEAD or self.dead < COMPACT_DEAD_SHARE * self.n)):
+            return False
+        n = self.n
+        live = np.flatnonzero(self.alive[:n])
+        kept = len(live)
+        new_row = np.full(n, -1, dtype=np.int64)
+        new_row[live] = np.arange(kept)
+        for name in _ROW_ARRAYS:
+            arr = getattr(self, name)
+            _move_down(arr, live)
+            arr[kept:n] = 0  # add() leaves a row's lede and exact keys as it finds them
+        self.feed_ids[kept:n] = -1
+        self.titles = [self.titles[r] for r in live.tolist()]
+        self._title_bytes = sum(map(len, self.titles)) + 57 * kept
+        starts, ends = self.paragraph_at[live], self.paragraph_at[live + 1]
+        paragraphs = self.paragraph_keys[_ranges(starts, ends)]
+        self.paragraph_keys[: len(paragraphs)] = paragraphs
+        self.paragraph_at[1 : kept + 1] = np.cumsum(ends - starts)
+        self.paragraph_at[kept + 1 : n + 1] = 0
+        seen_bits = np.frombuffer(self._paragraph_seen, dtype=np.uint8)
+        seen_bits[:] = 0  # the dead rows' paragraphs no longer send lookups on
+        bits = (paragraphs & np.uint32(_SEEN_MASK)).astype(np.int64)
+        np.bitwise_or.at(seen_bits, bits >> 3, (1 << (bits & 7)).astype(np.uint8))
+        self.buckets.keep_rows(new_row)
+        self.paragraph_buckets.keep_rows(new_row)
+        self._item_rows = _ItemRows()
+        self._item_rows.add_many(self.item_ids[:kept], np.arange(kept))
+        self._item_rows.merge()
+        self.n, self.dead = kept, 0
+        return True
 
     def signature(self, row: int) -> Signature:
         kind = int(self.kinds[row])
@@ -1242,7 +1405,8 @@ class DedupIndex:
             + self.feed_ids.itemsize + self.paragraph_at.itemsize + 8  # + the titles list's pointer
         )  # fmt: skip
         paragraphs = 4 * int(self.paragraph_at[self.n]) + len(self._paragraph_seen)
-        return per_row * self.n + self._title_bytes + self.buckets.nbytes + paragraphs + self.paragraph_buckets.nbytes
+        return (per_row * self.n + self._title_bytes + self.buckets.nbytes + paragraphs + self.paragraph_buckets.nbytes
+                + self._item_rows.nbytes)  # fmt: skip
 
 
 def choose_cluster(matches: list[tuple[int, float]], clusters: dict[int, int]) -> tuple[int, float] | None:

@@ -25,7 +25,13 @@ Measured, for each size (10k and 100k items; --quick: 2k):
   (d) memory per indexed item: DedupIndex.nbytes / len after a bulk build + finish_bulk()
       (signatures, band keys, exact keys), and the tracemalloc peak while building (128
       permutations);
-  (e) index rebuild: Clusterer.load() of the largest store from (b).
+  (e) index rebuild: Clusterer.load() of the largest store from (b);
+  (f) content updates: the first size's items indexed, then each changed UPDATE_ROUNDS
+      times (a new last line, as a live blog or a counter changes it) and placed as
+      Clusterer.assign places a changed item (its row retired, the new version decided
+      and added), the index compacting at the end of each batch as Clusterer.commit does;
+      timed: that index work per update (signing is left out: the parse workers do it),
+      the compactions within it, and the most rows the index held per item.
 "copies found" is the share of near-copies that ended in their original's cluster: a
 sanity check that the speed does not come from skipping work.
 
@@ -67,6 +73,7 @@ ITEM_WORDS = 300
 BATCH = 50  # items per transaction, as one feed's new entries
 FEEDS = 200
 NAIVE_ITEMS = 2000
+UPDATE_ROUNDS = 3
 TARGETS = {
     "naive_ratio": 10.0,  # ours / naive, at least
     "memory_items_per_s": 4000.0,
@@ -323,6 +330,58 @@ def run_rebuild(db: Path, settings: DedupSettings, now: datetime) -> dict:
         store.close()
 
 
+# ---------------------------------------------------------------- (f) content updates
+
+
+def run_updates(items: list[BenchItem], settings: DedupSettings, seen: int) -> dict:
+    signer = Signer(settings)
+    index = DedupIndex(settings)
+    rng = random.Random(len(items))
+    published = datetime.fromtimestamp(seen, UTC)
+    urls = [item_url(i) for i in range(len(items))]
+    next_cluster = 1
+
+    def place(i: int, title: str, text: str, sig) -> None:
+        nonlocal next_cluster
+        w = Placement(i, (i // BATCH) % FEEDS + 1, urls[i], content_hash(title, text), published, seen, sig, title, text)
+        d = decide(index, signer, w)
+        if d.cluster is None:
+            cluster, next_cluster = next_cluster, next_cluster + 1
+        else:
+            cluster = d.cluster
+        index.add(i, cluster, seen, d.signature, d.exact, d.facts, d.paragraphs)
+
+    sigs = signer.sign_many([(it.title, it.text) for it in items])
+    for i, (it, sig) in enumerate(zip(items, sigs, strict=True)):
+        place(i, it.title, it.text, sig)
+    updates, timed, compact_s, compactions, most_rows = 0, 0.0, 0.0, 0, index.n
+    for _ in range(UPDATE_ROUNDS):
+        for start in range(0, len(items), BATCH):
+            batch = [(i, it.title, f"{it.text} Updated: {rng.randint(100, 999_999):,} readers so far.")
+                     for i, it in enumerate(items[start : start + BATCH], start)]  # fmt: skip
+            batch_sigs = signer.sign_many([(title, text) for _, title, text in batch])
+            t0 = time.perf_counter()
+            for (i, title, text), sig in zip(batch, batch_sigs, strict=True):
+                index.kill(index.rows_of_item(i))
+                place(i, title, text, sig)
+            most_rows = max(most_rows, index.n)
+            t1 = time.perf_counter()
+            compactions += index.compact()
+            t2 = time.perf_counter()
+            timed, compact_s, updates = timed + t2 - t0, compact_s + t2 - t1, updates + len(batch)
+    return {
+        "items": len(items),
+        "updates": updates,
+        "seconds": timed,
+        "updates_per_s": updates / timed,
+        "us_per_update": timed / updates * 1e6,
+        "compactions": compactions,
+        "compaction_seconds": compact_s,
+        "most_rows_per_item": most_rows / len(items),
+        "rows_at_end": index.n,
+    }
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -359,6 +418,9 @@ def print_table(result: dict) -> None:
     rows.append(("(e) index rebuild", rb["items"], f"{rb['seconds']:.2f}", f"{rb['items'] / rb['seconds']:,.0f}",
                  "", f"100k < {t['rebuild_100k_s']:.0f}s (~{scaled:.1f}s)",
                  verdict(scaled < t["rebuild_100k_s"])))  # fmt: skip
+    u = result["updates"]
+    rows.append(("(f) content updates", u["updates"], f"{u['seconds']:.2f}", f"{u['updates_per_s']:,.0f}", "",
+                 f"{u['us_per_update']:.0f} us/update", ""))  # fmt: skip
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip())
@@ -367,6 +429,9 @@ def print_table(result: dict) -> None:
           f"{m['shingles_per_item']:.0f} shingles/item): DedupIndex.nbytes {m['bytes_per_item']:,.0f} B/item, "
           f"tracemalloc peak {m['tracemalloc_peak_bytes_per_item']:,.0f} B/item; "
           f"target <= {t['bytes_per_item']:,.0f} B/item: {verdict(m['bytes_per_item'] <= t['bytes_per_item'])}")  # fmt: skip
+    print(f"(f) {u['items']:,} items changed {u['updates'] // u['items']} times each: at most "
+          f"{u['most_rows_per_item']:.2f} index rows per item, {u['rows_at_end']:,} at the end; "
+          f"{u['compactions']} compactions, {u['compaction_seconds']:.2f} s of the {u['seconds']:.2f} s")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -407,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     result["ours_on_naive_subset"] = run_memory(subset, settings, seen)
     result["naive_ratio"] = result["ours_on_naive_subset"]["items_per_s"] / result["naive"]["items_per_s"]
     result["index_memory"] = run_index_memory(items, settings, seen)
+    result["updates"] = run_updates(items[: min(sizes)], settings, seen)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -8,6 +8,13 @@ HTML page. Every `--churn` seconds (default 20) a random ~20% of the feeds get 1
 entries (about a third of them copies of other feeds' stories, with a new headline prefix
 and boilerplate); their files are rewritten atomically, so the next poll gets a 200.
 
+With `--updates` the feeds churn differently (issue #12: memory must not grow with content
+updates): 30 feeds (unless --feeds), every entry of which changes its content before every
+poll, and no new entries. Every `--churn` seconds (default 5, three times per 15 s poll
+interval) each entry's last line, "Updated HH:MM:SS: N readers so far.", gets a new time
+and count, as on a live blog or a page with a counter. The items stay the same, so the
+daemon's memory should stay flat once the first polls are stored.
+
 The daemon runs as a subprocess from the repo root:
 
     python scheduler.py --config <tmp>/feeds.yaml --db <tmp>/soak.db --log-format json
@@ -17,7 +24,9 @@ digest_path: <tmp>/digest.xml}`. Every 10 s the soak samples the RSS of the daem
 children (parse workers, from /proc), GETs /healthz (200 + JSON) and /digest.atom (200,
 then the same request with If-None-Match: <ETag> must give 304). After `--duration` it
 sends SIGTERM; the daemon must exit with 0 within 10 s. Then `PRAGMA integrity_check`,
-counts from the database and the log, and a table (or `--json`).
+counts from the database and the log, and a table (or `--json`): the RSS over time (one
+row a minute) and its slope after `--warmup` (default 120 s), a least-squares fit in MB/min
+of the samples after it; with `--updates` the target is under 1 MB/min.
 
 "unexpected log lines": error/critical lines, plus warnings other than the per-feed
 warnings of the two broken feeds, plus any line that is not JSON (a raw traceback).
@@ -25,7 +34,8 @@ warnings of the two broken feeds, plus any line that is not JSON (a raw tracebac
 Run (from the repo root):
     .venv/bin/python bench/soak.py               # 50 feeds, 10 minutes
     .venv/bin/python bench/soak.py --quick       # 60 seconds
-    options: --feeds N  --duration S  --churn S  --seed S  --vocab  --json  --keep DIR
+    .venv/bin/python bench/soak.py --updates     # 30 feeds whose entries change every poll
+    options: --feeds N  --duration S  --churn S  --warmup S  --seed S  --vocab  --json  --keep DIR
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -66,9 +77,11 @@ from fetch_200 import (  # noqa: E402 - bench scripts are not a package
     render,
 )
 
-DEFAULT_FEEDS = 50
+DEFAULT_FEEDS, UPDATING_FEEDS = 50, 30
 DEFAULT_DURATION, QUICK_DURATION = 600.0, 60.0
-DEFAULT_CHURN = 20.0
+DEFAULT_CHURN, UPDATE_CHURN = 20.0, 5.0
+DEFAULT_WARMUP = 120.0  # the first polls store every item and fill the caches
+SLOPE_TARGET = 1.0  # MB/min after warm-up, with --updates (issue #12)
 SAMPLE_EVERY = 10.0
 MIN_ENTRIES, MAX_ENTRIES = 20, 50
 CHURN_SHARE = 0.2
@@ -116,6 +129,8 @@ class Site:
         self.churns = 0
         self.churned_entries = 0
         self.copied_entries = 0
+        self.updated_entries = 0
+        self._first_html: dict[str, str] = {}  # guid -> the body before any update
         for feed in feeds:
             self.write(feed, now)
         write_atomically(root / BROKEN_HTML, HTML_PAGE)
@@ -143,6 +158,22 @@ class Site:
             self.write(feed, now)
         self.churns += 1
         return k
+
+    def update(self) -> int:
+        """Change every entry of every feed: its last line gets the time and a new count of
+        readers (a different one per entry, so the line is no feed-wide template);
+        returns how many feeds changed."""
+        now = datetime.now(UTC).replace(microsecond=0)
+        stamp = now.strftime("%H:%M:%S")
+        for feed in self.feeds:
+            for entry in feed.entries:
+                first = self._first_html.setdefault(entry.guid, entry.html)
+                readers = self.rng.randint(100, 999_999)
+                entry.html = f"{first}\n<p>Updated {stamp}: {readers:,} readers so far.</p>"
+            self.updated_entries += len(feed.entries)
+            self.write(feed, now)
+        self.churns += 1
+        return len(self.feeds)
 
     def _entry(self, fi: int, feed: Feed, now: datetime) -> Entry:
         n = self.serial
@@ -244,8 +275,39 @@ def read_log(path: Path) -> list[dict]:
     return out
 
 
-def count_polls(path: Path) -> int:
-    return sum(1 for r in read_log(path) if str(r.get("message", "")).startswith("poll:"))
+_UPDATED = re.compile(r"\bupdated_items=(\d+)")
+
+
+def count_polls(path: Path) -> tuple[int, int]:
+    """(polls logged, items they updated)."""
+    polls = [str(r.get("message", "")) for r in read_log(path)]
+    polls = [m for m in polls if m.startswith("poll:")]
+    return len(polls), sum(int(m.group(1)) for p in polls if (m := _UPDATED.search(p)))
+
+
+def slope_mb_per_min(samples: list[dict], key: str, after_s: float) -> float | None:
+    """Least-squares slope of samples[key] (kB) over the samples from `after_s` on, in
+    MB/min; None with fewer than three samples there."""
+    points = [(s["t"], s[key]) for s in samples if s["t"] >= after_s]
+    if len(points) < 3:
+        return None
+    mean_t = sum(t for t, _ in points) / len(points)
+    mean_kb = sum(kb for _, kb in points) / len(points)
+    var = sum((t - mean_t) ** 2 for t, _ in points)
+    cov = sum((t - mean_t) * (kb - mean_kb) for t, kb in points)
+    return cov / var / 1024 * 60 if var else None
+
+
+def per_minute(samples: list[dict]) -> list[dict]:
+    """The first sample of each minute, and the last one."""
+    rows, minute = [], -1
+    for s in samples:
+        if int(s["t"] // 60) > minute:
+            minute = int(s["t"] // 60)
+            rows.append(s)
+    if samples and rows[-1] is not samples[-1]:
+        rows.append(samples[-1])
+    return rows
 
 
 # ---------------------------------------------------------------- main
@@ -253,18 +315,26 @@ def count_polls(path: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--feeds", type=int, default=DEFAULT_FEEDS, help="working feeds (50)")
+    ap.add_argument("--feeds", type=int, help="working feeds (50; 30 with --updates)")
     ap.add_argument("--duration", type=float, default=DEFAULT_DURATION, help="seconds (600)")
     ap.add_argument("--quick", action="store_true", help=f"{QUICK_DURATION:.0f} s")
+    ap.add_argument("--churn", type=float, help="seconds between churns (20; 5 with --updates)")
     ap.add_argument(
-        "--churn", type=float, default=DEFAULT_CHURN, help="seconds between churns (20)"
+        "--updates",
+        action="store_true",
+        help="every entry changes its content before every poll; no new entries",
     )
+    ap.add_argument("--warmup", type=float, default=DEFAULT_WARMUP,
+                    help="seconds left out of the RSS slope (120; at most half the run)")  # fmt: skip
     ap.add_argument("--seed", type=int, default=50)
     ap.add_argument("--vocab", action="store_true", help="fixed vocabulary, not the corpus")
     ap.add_argument("--json", action="store_true", help="machine-readable output")
     ap.add_argument("--keep", type=Path, help="write feeds, config, DB and log here and keep them")
     args = ap.parse_args(argv)
     duration = QUICK_DURATION if args.quick else args.duration
+    n_feeds = args.feeds or (UPDATING_FEEDS if args.updates else DEFAULT_FEEDS)
+    churn_every = args.churn or (UPDATE_CHURN if args.updates else DEFAULT_CHURN)
+    warmup = min(args.warmup, duration / 2)
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else (
         lambda *a: print(*a, flush=True))  # fmt: skip
 
@@ -290,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("feed server did not start")
         feed_base = f"http://127.0.0.1:{parent_conn.recv()}"
         t0 = time.perf_counter()
-        site = Site(site_dir, feed_base, args.feeds, args.seed, not args.vocab)
+        site = Site(site_dir, feed_base, n_feeds, args.seed, not args.vocab)
         broken = [f"{feed_base}/{BROKEN_404}", f"{feed_base}/{BROKEN_HTML}"]
         port = free_port()
         daemon_base = f"http://127.0.0.1:{port}"
@@ -309,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.write_text("\n".join(lines) + "\n", encoding="utf-8")
         n_entries = sum(len(f.entries) for f in site.feeds)
         say(f"text: {site.text_kind}")
-        say(f"{args.feeds} feeds + 2 broken, {n_entries} entries, generated in "
+        say(f"{n_feeds} feeds + 2 broken{' (every entry updated before each poll)' if args.updates else ''}, {n_entries} entries, generated in "
             f"{time.perf_counter() - t0:.1f}s; feeds at {feed_base} (pid {server.pid}); "
             f"daemon at {daemon_base}; work dir {work}; running {duration:.0f}s")  # fmt: skip
 
@@ -323,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         http_problems: list[str] = []
         start_rss: dict | None = None
         next_sample = started + SAMPLE_EVERY
-        next_churn = started + args.churn
+        next_churn = started + churn_every
         end = started + duration
         early_exit = None
         samples_final = False  # one last sample just before SIGTERM
@@ -335,25 +405,26 @@ def main(argv: list[str] | None = None) -> int:
             if now >= end and samples_final:
                 break
             if now >= next_churn:
-                site.churn()
-                next_churn += args.churn
+                site.update() if args.updates else site.churn()
+                next_churn += churn_every
             final = now >= end - 1.0 and not samples_final
             if now >= next_sample or final:
                 next_sample += SAMPLE_EVERY
                 samples_final = samples_final or final
                 tree, main_kb, procs = sample_rss(proc.pid)
-                polls = count_polls(log_path)
+                polls, updated = count_polls(log_path)
                 problems = check_http(daemon_base)
                 http_checks += 1
                 http_problems += [f"t={now - started:.0f}s {p}" for p in problems]
                 s = {"t": round(now - started, 1), "rss_tree_kb": tree, "rss_main_kb": main_kb,
-                     "processes": procs, "polls": polls, "http_ok": not problems}  # fmt: skip
+                     "processes": procs, "polls": polls, "updated_items": updated,
+                     "http_ok": not problems}  # fmt: skip
                 samples.append(s)
                 if start_rss is None and polls > 0:
                     start_rss = s
                 if not args.json:
                     say(f"  t={s['t']:5.0f}s  RSS {tree / 1024:6.1f} MB ({procs} procs, main "
-                        f"{main_kb / 1024:.1f})  polls {polls:4d}  churns {site.churns:3d}  "
+                        f"{main_kb / 1024:.1f})  polls {polls:4d}  updated {updated:6d}  churns {site.churns:3d}  "
                         f"http {'ok' if not problems else '; '.join(problems)}")  # fmt: skip
             wake = min(next_sample, next_churn, end - 1.0 if not samples_final else end)
             time.sleep(max(0.05, wake - time.monotonic()))
@@ -422,13 +493,18 @@ def main(argv: list[str] | None = None) -> int:
     errors_other = {u: n for u, n in errors_by_feed.items() if u not in broken}
     rss = [s["rss_tree_kb"] for s in samples]
     mb = lambda kb: round(kb / 1024, 1)  # noqa: E731
+    slope_tree = slope_mb_per_min(samples, "rss_tree_kb", warmup)
+    slope_main = slope_mb_per_min(samples, "rss_main_kb", warmup)
     result = {
         "duration_s": round(ran_s, 1),
-        "feeds": args.feeds,
+        "feeds": n_feeds,
+        "updates_mode": args.updates,
         "broken_feeds": 2,
         "initial_entries": n_entries,
         "churns": site.churns,
         "churned_entries": site.churned_entries,
+        "updated_entries_served": site.updated_entries,
+        "updated_items": samples[-1]["updated_items"] if samples else 0,
         "copied_entries": site.copied_entries,
         "polls_logged": len(polls),
         "fetches": sum(outcomes.values()),
@@ -454,6 +530,9 @@ def main(argv: list[str] | None = None) -> int:
         "rss_max_mb": mb(max(rss)) if rss else None,
         "rss_end_mb": mb(rss[-1]) if rss else None,
         "rss_main_max_mb": mb(max(s["rss_main_kb"] for s in samples)) if samples else None,
+        "warmup_s": warmup,
+        "rss_slope_mb_per_min": round(slope_tree, 2) if slope_tree is not None else None,
+        "rss_main_slope_mb_per_min": round(slope_main, 2) if slope_main is not None else None,
         "exit_code": exit_code,
         "exited_early": early_exit is not None,
         "exit_s": round(exit_s, 2) if exit_s is not None else None,
@@ -478,14 +557,26 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if ok else 1
 
     by_outcome = ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
+    churned = (
+        f"{site.churns} updates of every entry, {site.updated_entries} entries changed"
+        if args.updates
+        else f"{site.churns} churns, {site.churned_entries} new entries, {site.copied_entries} of them copies"
+    )
+    slope = "n/a (too few samples after the warm-up)"
+    if slope_tree is not None and slope_main is not None:
+        slope = f"{slope_tree:+.2f} MB/min (main {slope_main:+.2f}) from t={warmup:.0f} s"
+        if args.updates:
+            slope += f"; target < {SLOPE_TARGET:g}: " + (
+                "ok" if slope_tree < SLOPE_TARGET else "OVER"
+            )
     rows = [
-        ("duration", f"{ran_s:.0f} s ({site.churns} churns, {site.churned_entries} new entries, "
-                     f"{site.copied_entries} of them copies)"),
-        ("feeds", f"{args.feeds} + 2 broken (404, HTML)"),
-        ("polls logged", str(len(polls))),
+        ("duration", f"{ran_s:.0f} s ({churned})"),
+        ("feeds", f"{n_feeds} + 2 broken (404, HTML)"),
+        ("polls logged", f"{len(polls)} ({result['updated_items']} items updated)"),
         ("fetches", f"{sum(outcomes.values())} ({by_outcome})"),
         ("items", f"{items} (entries served: {n_entries} initial + {site.churned_entries} "
-                  "churned; the last churn may not be polled yet)"),
+                  "churned; the last churn may not be polled yet)" if not args.updates else
+                  f"{items} (entries served: {n_entries}, each changed {site.churns} times)"),
         ("clusters", f"{clusters} ({multi} multi-source)"),
         ("feed errors", f"{outcomes.get('error', 0)} (from other feeds: {sum(errors_other.values())})"),
         ("unexpected log lines", f"{len(unexpected_err)} error/critical/raw, "
@@ -493,11 +584,18 @@ def main(argv: list[str] | None = None) -> int:
         ("http checks", f"{http_checks - len({p.split()[0] for p in http_problems})}/{http_checks} ok"),
         ("RSS MB start/max/end", f"{result['rss_start_mb']} / {result['rss_max_mb']} / "
                                  f"{result['rss_end_mb']} (daemon + children)"),
+        ("RSS slope", slope),
         ("exit", f"code {exit_code} after "
                  + (f"{exit_s:.2f} s" if exit_s is not None else "(exited early or killed)")
                  + ("  ok" if result["exit_ok"] else "  FAILED")),
         ("integrity", integrity),
     ]  # fmt: skip
+    print("\n  t min  RSS MB (tree)  RSS MB (main)  polls  items updated")
+    for s in per_minute(samples):
+        print(
+            f"  {s['t'] / 60:5.1f}  {s['rss_tree_kb'] / 1024:13.1f}  {s['rss_main_kb'] / 1024:13.1f}  "
+            f"{s['polls']:5d}  {s['updated_items']:13d}"
+        )
     width = max(len(k) for k, _ in rows)
     print()
     for k, v in rows:
