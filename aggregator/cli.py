@@ -11,12 +11,13 @@ from pathlib import Path
 # Only what every command needs is imported here; the fetching, clustering and OPML stacks
 # (numpy, httpx, feedparser, ruamel.yaml: ~250 ms) load inside the commands that use them,
 # so `clusters list`, `search` or `stats` start in a fraction of the time.
-from . import __version__, queries
+from . import __version__
 from .config import CONFIG_ENV, DB_ENV, Config, load_config
 from .errors import AggregatorError, NotFound
 from .logs import configure as configure_logging
 from .output import Progress, is_terminal, plural, print_json, print_table, safe, use_color
-from .store import open_store
+from .store import queries
+from .store.database import open_store
 from .timeutil import from_iso, relative, utcnow
 from .units import parse_duration
 
@@ -201,14 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args, config: Config) -> int:
-    from .daemon import run_daemon
+    from .service.daemon import run_daemon
 
     configure_logging(args.log_level, args.log_format)
     return run_daemon(config, args.run_db or args.db, args.once)
 
 
 def cmd_fetch(args, config: Config) -> int:
-    from . import app
+    from .service import app
 
     with open_store(config, args.db, create_folder=True) as store:
         progress: Progress | None = None
@@ -258,7 +259,8 @@ def cmd_feeds_list(args, config: Config) -> int:
 
 
 def cmd_feeds_import(args, config: Config) -> int:
-    from . import feeds_file, opml
+    from . import feeds_file
+    from .ingest import opml
 
     try:
         data = args.file.read_bytes()
@@ -278,14 +280,14 @@ def cmd_feeds_import(args, config: Config) -> int:
 
 
 def cmd_feeds_export(args, config: Config) -> int:
-    from . import opml
+    from .ingest import opml
 
     sys.stdout.write(opml.render_opml(config.feeds, _feed_sites(config, args.db)))
     return 0
 
 
 def cmd_feeds_add(args, config: Config) -> int:
-    from . import app
+    from .service import app
 
     feed, found = app.add_feed(config, args.url, args.name, args.tags, args.interval)
     print(f"added\t{safe(feed.url)}\t{safe(feed.name or found.title or '')}")
@@ -385,7 +387,7 @@ def cmd_digest(args, config: Config) -> int:
 
     from .config import relative_to_config
     from .files import write_atomically
-    from .publish import build_digest
+    from .publish.publisher import build_digest
 
     settings = config.settings.digest
     changes = {k: v for k, v in (("min_size", args.min_size), ("window", args.since),
@@ -409,7 +411,7 @@ def cmd_digest(args, config: Config) -> int:
 def cmd_recluster(args, config: Config) -> int:
     from dataclasses import replace
 
-    from .clustering import Clusterer
+    from .service.clustering import Clusterer
 
     dedup = config.settings.dedup
     if args.threshold is not None:
@@ -435,7 +437,7 @@ SEARCH_MATCHES_SHOWN = 3  # per story on a terminal; TSV and JSON list them all
 
 def cmd_search(args, config: Config) -> int:
     from .output import highlight
-    from .search import plain, search
+    from .store.search import plain, search
     from .units import format_duration
 
     with open_store(config, args.db) as store:
@@ -471,7 +473,7 @@ def cmd_search(args, config: Config) -> int:
 
 
 def cmd_stats(args, config: Config) -> int:
-    from .stats import compute
+    from .store.stats import compute
     from .units import format_size
 
     with open_store(config, args.db) as store:

@@ -57,7 +57,7 @@ class DigestSettings:
     tags: tuple[str, ...] = ()  # only stories from feeds with one of these tags
     format: str = "atom"  # format of the file at settings.digest_path: atom | rss | json
     title: str = "aggregator digest"
-    # ranking (aggregator/ranking.py): score = rank_sources × log2(outlets) − age / rank_recency
+    # ranking (aggregator/store/ranking.py): score = rank_sources × log2(outlets) − age / rank_recency
     rank_sources: float = 1.0
     rank_recency: float = 12 * 3600
 

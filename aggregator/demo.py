@@ -28,11 +28,12 @@ from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
-from . import app, queries
 from .config import Config, dump_yaml, load_config, parse_http
-from .daemon import run_daemon
 from .errors import ConfigError
 from .output import plural, print_table
+from .service import app
+from .service.daemon import run_daemon
+from .store import queries
 from .timeutil import utcnow
 from .units import parse_duration
 

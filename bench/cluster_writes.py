@@ -1,5 +1,5 @@
 """One story many times: the cost of writing N items that all join one cluster
-(issue #12, item 10; aggregator/migrations/012).
+(issue #12, item 10; aggregator/store/migrations/sqlite/012).
 
 For each N (default 1,000 / 2,000 / 4,000 / 20,000; --quick: 200 / 400):
 - fetch: one local feed (127.0.0.1) serves N entries that differ only in their guid; the
@@ -35,11 +35,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aggregator.app import fetch_all  # noqa: E402
-from aggregator.clustering import Clusterer  # noqa: E402
 from aggregator.config import parse_config  # noqa: E402
 from aggregator.records import Item  # noqa: E402
-from aggregator.store import ClusterStore, Store, bump_index_writes, migrations  # noqa: E402
+from aggregator.service.app import fetch_all  # noqa: E402
+from aggregator.service.clustering import Clusterer  # noqa: E402
+from aggregator.store.clusters import ClusterStore, bump_index_writes
+from aggregator.store.database import Store, migrations  # noqa: E402
 
 try:
     from bench.feedserver_util import StaticFeedServer

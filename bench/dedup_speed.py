@@ -9,14 +9,14 @@ a few words changed), edited (a sentence dropped, ~8% of words changed) or trunc
 
 Measured, for each size (10k and 100k items; --quick: 2k):
   (a) in memory: shingle + sign + common paragraphs + LSH query + verify + choose cluster
-      + index add, with aggregator.dedup's Signer and DedupIndex and the per-item decision
+      + index add, with aggregator.dedup's Signer and DedupIndex (signature.py, index.py) and the per-item decision
       Clusterer makes (clustering.decide: own text, exact shortcut keys looked up in the
       same query, the feed and title rules); items are signed BATCH at a time
       (Signer.sign_many, as one feed's new entries are) and placed one by one;
   (b) with SQLite: the real Clusterer.assign() against a real Store in a temp dir, items
       written with store.insert_items in batches of 50, one transaction per batch ("feed");
       the figure covers the whole transaction (insert + assign + commit) and the full-text
-      indexing of the items, which a poll run does in batches (aggregator/migrations/005); the
+      indexing of the items, which a poll run does in batches (aggregator/store/migrations/sqlite/005); the
       line under it is the same run without that indexing (search is not dedup, but it is
       paid on the same write path, so the target line includes it);
   (c) naive baseline (2k items): datasketch MinHash(num_perm=128) with update(shingle.encode())
@@ -59,13 +59,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aggregator.clustering import Clusterer, Placement, decide, exact_keys  # noqa: E402
 from aggregator.config import DedupSettings  # noqa: E402
-from aggregator.dedup import DedupIndex, Signer, word_shingles, words  # noqa: E402
-from aggregator.evidence import EntryFacts, paragraph_keys  # noqa: E402
-from aggregator.normalize import content_hash  # noqa: E402
+from aggregator.dedup.evidence import EntryFacts, paragraph_keys  # noqa: E402
+from aggregator.dedup.index import DedupIndex
+from aggregator.dedup.shingles import word_shingles, words  # noqa: E402
+from aggregator.dedup.signature import Signer
+from aggregator.ingest.normalize import content_hash  # noqa: E402
 from aggregator.records import Item  # noqa: E402
-from aggregator.store import Store  # noqa: E402
+from aggregator.service.clustering import Clusterer, Placement, decide, exact_keys  # noqa: E402
+from aggregator.store.database import Store  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "gva_dev.jsonl"
 COPY_SHARE = 0.30

@@ -68,15 +68,15 @@ TARGET_FLOOR = 1.5
 TARGET_WARM_VS_READER, TARGET_COLD_VS_BEST, TARGET_COLD_VS_DEFAULT = 5.0, 2.0, 5.0
 TARGET_WARM_10K_S = 60.0
 STAGES = (  # (label, file suffix, function name); cumulative time in cProfile
-    ("fetch (Fetcher.fetch)", "aggregator/fetch.py", "fetch"),
-    ("parse (parse_feed)", "aggregator/parse.py", "parse_feed"),
-    ("normalize (normalize_entries)", "aggregator/normalize.py", "normalize_entries"),
-    ("sign (Signer.sign)", "aggregator/dedup.py", "sign"),
-    ("cluster (Clusterer.assign)", "aggregator/clustering.py", "assign"),
-    ("store (_store_document - assign)", "aggregator/poll.py", "_store_document"),
-    ("store 304/errors (_store_failure)", "aggregator/poll.py", "_store_failure"),
-    ("index load (Clusterer.load)", "aggregator/clustering.py", "load"),
-    ("sync_feeds", "aggregator/store.py", "sync_feeds"),
+    ("fetch (Fetcher.fetch)", "aggregator/ingest/fetch.py", "fetch"),
+    ("parse (parse_feed)", "aggregator/ingest/parse.py", "parse_feed"),
+    ("normalize (normalize_entries)", "aggregator/ingest/normalize.py", "normalize_entries"),
+    ("sign (Signer.sign)", "aggregator/dedup/", "sign"),
+    ("cluster (Clusterer.assign)", "aggregator/service/clustering.py", "assign"),
+    ("store (_store_document - assign)", "aggregator/service/poll.py", "_store_document"),
+    ("store 304/errors (_store_failure)", "aggregator/service/poll.py", "_store_failure"),
+    ("index load (Clusterer.load)", "aggregator/service/clustering.py", "load"),
+    ("sync_feeds", "aggregator/store/database.py", "sync_feeds"),
 )
 
 
@@ -285,12 +285,12 @@ def profile_cold(cfg: Path, db: Path, use_cprofile: bool) -> dict:
     around each stage function (a few calls per feed or item, so the overhead is small).
     With cProfile (timer: thread CPU time, since the pool's threads wait for each other's
     GIL): cumulative time of the stage functions and the largest functions inside them."""
-    import aggregator.clustering as clustering
-    import aggregator.dedup as dedup
-    import aggregator.poll as poll
-    import aggregator.store as store_mod
-    from aggregator import app
+    import aggregator.dedup.signature as signature
+    import aggregator.service.clustering as clustering
+    import aggregator.service.poll as poll
+    import aggregator.store.database as store_mod
     from aggregator.config import load_config
+    from aggregator.service import app
 
     config = load_config(cfg)
     acc: dict[str, float] = {}
@@ -299,7 +299,7 @@ def profile_cold(cfg: Path, db: Path, use_cprofile: bool) -> dict:
         (poll, "process_document", "worker thread total (process_document)"),
         (poll, "parse_feed", "parse (parse_feed)"),
         (poll, "normalize_entries", "normalize (normalize_entries)"),
-        (dedup.Signer, "sign", "sign (Signer.sign)"),
+        (signature.Signer, "sign", "sign (Signer.sign)"),
         (clustering.Clusterer, "assign", "cluster (Clusterer.assign)"),
         (poll.Poller, "_store_document", "store + cluster (_store_document)"),
         (poll.Poller, "_store_failure", "store 304/errors (_store_failure)"),

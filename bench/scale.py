@@ -9,17 +9,17 @@ as copies of one text with the usual variations: footer added, cut to a lede, he
 changed), titles and ~150-word texts drawn from a vocabulary with a Zipf-like word
 frequency, first seen over the last 90 days with 20% in the last 14 (the dedup window:
 ~200k indexed items at 1M). Items in the window get MinHash signatures from
-`aggregator.dedup.Signer` (the daemon indexes only those), signed by 2 processes. The FTS
+`aggregator.dedup.signature.Signer` (the daemon indexes only those), signed by 2 processes. The FTS
 triggers (if `items_fts` exists) and the duplicate-marking triggers on items and clusters
 are dropped during the load; the index is rebuilt in one statement and the migrations'
-backfill sections (after a line starting `-- Backfill`: aggregator/migrations/006 marks duplicates
+backfill sections (after a line starting `-- Backfill`: aggregator/store/migrations/sqlite/006 marks duplicates
 and counts them per feed) are run, then the triggers are recreated exactly as the
 migrations made them. Last,
 `PRAGMA optimize` (what the daemon runs hourly) and a WAL checkpoint.
 
 Measured:
 - DB size on disk;
-- start-up in-process: `aggregator.app.Pipeline.start(config, store)` (the dedup index
+- start-up in-process: `aggregator.service.app.Pipeline.start(config, store)` (the dedup index
   rebuild over the window), index items, `DedupIndex.nbytes / len(index)`, RSS growth;
 - a daemon process: `aggregator run --once` with no feed due (start-up, index rebuild,
   one digest publish, exit): wall time and peak RSS of the process tree (/proc, 50 ms);
@@ -178,7 +178,7 @@ def _sign(chunk: list[tuple[int, str, str]]) -> list[tuple]:
     global _signer
     if _signer is None:
         from aggregator.config import DedupSettings
-        from aggregator.dedup import Signer
+        from aggregator.dedup.signature import Signer
 
         _signer = Signer(DedupSettings())
     out = []
@@ -191,7 +191,7 @@ def _sign(chunk: list[tuple[int, str, str]]) -> list[tuple]:
 
 def build(db: Path, n_items: int, feeds: int, now: datetime, seed: int, window_share: float,
           log) -> dict:  # fmt: skip
-    from aggregator.store import Store
+    from aggregator.store.database import Store
 
     Store.open(db).close()  # schema and migrations
     conn = sqlite3.connect(db, isolation_level=None)
@@ -293,7 +293,7 @@ def build(db: Path, n_items: int, feeds: int, now: datetime, seed: int, window_s
 def backfills() -> list[str]:
     """The statements after `-- Backfill` in each migration: what the triggers keep up to
     date, computed from scratch for a load that bypassed them."""
-    from aggregator.store import _split_sql, migrations
+    from aggregator.store.database import _split_sql, migrations
 
     statements = []
     for _, path in migrations():
@@ -323,9 +323,9 @@ def rss_mb() -> float:
 
 
 def startup_in_process(cfg: Path, db: Path) -> dict:
-    from aggregator.app import Pipeline
     from aggregator.config import load_config
-    from aggregator.store import Store
+    from aggregator.service.app import Pipeline
+    from aggregator.store.database import Store
 
     config = load_config(cfg)
     store = Store.open(db)

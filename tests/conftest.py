@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from feedserver import FeedServer
 
-from aggregator.store import migrations
+from aggregator.store.database import migrations
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The dedup stage in the pipeline: one test per clustering rule, through a real local HTTP
-server, real SQLite files and `aggregator.app.fetch_all` (and the real CLI at the end).
+server, real SQLite files and `aggregator.service.app.fetch_all` (and the real CLI at the end).
 
 Feeds are RSS 2.0 documents built from the hand-written articles in tests/data/dedup/;
 each test reads the clusters back from the database the way any SQLite tool would.
@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 from feedserver import FeedServer
 
-from aggregator.app import Pipeline, fetch_all
-from aggregator.clustering import Clusterer
 from aggregator.config import Config, dump_yaml, parse_config
-from aggregator.poll import PollReport
-from aggregator.store import Store
+from aggregator.service.app import Pipeline, fetch_all
+from aggregator.service.clustering import Clusterer
+from aggregator.service.poll import PollReport
+from aggregator.store.database import Store
 from aggregator.timeutil import from_iso, utcnow
 
 DATA = Path(__file__).parent / "data" / "dedup"
@@ -245,7 +245,7 @@ def test_root_url_check_agrees_with_urlsplit() -> None:
     import random
     from urllib.parse import urlsplit
 
-    from aggregator.clustering import _useful_url
+    from aggregator.service.clustering import _useful_url
 
     def reference(url: str) -> str | None:
         return url if url and urlsplit(url).path not in ("", "/") else None
@@ -442,7 +442,7 @@ def test_cluster_bookkeeping(world: World) -> None:
         "a",
         Entry("a1", title, as_html(paragraphs), link("a", "1"), ago(3)),
         # one feed's second entry of the story: its title adds to the first's (entries of one
-        # feed with unrelated titles are different entries, aggregator/evidence.py)
+        # feed with unrelated titles are different entries, aggregator/dedup/evidence.py)
         Entry("a2", title + ": the full story", summary("rail_strike", 45, " …"), link("a", "2"), ago(2)),
     )
     world.feed("b", Entry("b1", "Westline drivers back walkout", syndicated("rail_strike", "x", "B"),

@@ -5,12 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.config import (
-    Settings,
-    database_path,
-    load_config,
-    parse_config,
-)
+from aggregator.config import Settings, database_path, load_config, parse_config
 from aggregator.errors import ConfigError
 
 CFG = Path("/etc/agg/feeds.yaml")

@@ -1,4 +1,4 @@
-"""The duplication bookkeeping of aggregator/migrations/006 (items.duplicate, items.republished,
+"""The duplication bookkeeping of aggregator/store/migrations/sqlite/006 (items.duplicate, items.republished,
 feed_counts) against a from-scratch computation: the queries `stats` ran before 006, over
 every stored item. Checked after inserts, joins, items that move between clusters, a
 recluster, pruning, hand-run SQL, and the migration's backfill of an older database."""
@@ -22,9 +22,10 @@ from test_clustering import (
     syndicated,
 )
 
-from aggregator import stats
-from aggregator.clustering import Clusterer
-from aggregator.store import Store, prune
+from aggregator.service.clustering import Clusterer
+from aggregator.store import stats
+from aggregator.store.database import Store
+from aggregator.store.upkeep import prune
 from aggregator.timeutil import iso, utcnow
 
 # the same fixtures as test_clustering's (a real feed server, a real SQLite file)

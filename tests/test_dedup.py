@@ -14,24 +14,11 @@ import pytest
 from datasketch import MinHash
 
 from aggregator.config import DedupSettings
-from aggregator.dedup import (
-    KIND_CHARS,
-    KIND_WORDS,
-    SEED,
-    DedupIndex,
-    Signature,
-    Signer,
-    char_shingles,
-    choose_cluster,
-    containment,
-    hash_words,
-    jaccard,
-    similarity,
-    word_hashes,
-    word_shingles,
-    words,
-)
-from aggregator.normalize import strip_boilerplate
+from aggregator.dedup.index import DedupIndex
+from aggregator.dedup.shingles import char_shingles, hash_words, word_hashes, word_shingles, words
+from aggregator.dedup.signature import KIND_CHARS, KIND_WORDS, SEED, Signature, Signer
+from aggregator.dedup.similarity import choose_cluster, containment, jaccard, similarity
+from aggregator.ingest.normalize import strip_boilerplate
 
 DATA = Path(__file__).parent / "data" / "dedup"
 SETTINGS = DedupSettings()
@@ -398,7 +385,7 @@ def test_online_band_keys_equal_bulk_band_keys() -> None:
 
 
 def test_tail_merge_keeps_everything_queryable(signer: Signer, monkeypatch) -> None:
-    monkeypatch.setattr("aggregator.dedup._Buckets.MERGE_AT", 1)  # merge after every add
+    monkeypatch.setattr("aggregator.dedup.lsh.Buckets.MERGE_AT", 1)  # merge after every add
     index = build_index(signer, NAMES)
     assert len(index.buckets.keys) > 0  # merged into the sorted arrays
     for row, name in enumerate(NAMES):
@@ -408,10 +395,10 @@ def test_tail_merge_keeps_everything_queryable(signer: Signer, monkeypatch) -> N
 def test_bucket_directory_finds_what_binary_search_finds() -> None:
     """The prefix directory gives the rows a plain binary search gives, for sparse keys,
     crowded prefixes (runs longer than the scan) and buckets past BUCKET_CAP."""
-    from aggregator.dedup import BUCKET_CAP, _Buckets
+    from aggregator.dedup.lsh import BUCKET_CAP, Buckets
 
     rng = np.random.RandomState(5)
-    buckets = _Buckets()
+    buckets = Buckets()
     sparse = rng.randint(0, 2**32, size=(3000, 40), dtype=np.uint64).astype(np.uint32)
     crowded = (np.uint32(0xABC00000) + rng.randint(0, 64, size=(500, 40))).astype(np.uint32)
     hot = np.full((BUCKET_CAP + 30, 1), 0x12345678, dtype=np.uint32)  # one bucket, many rows
@@ -435,11 +422,11 @@ def test_a_crowded_bucket_gives_its_newest_rows_wherever_the_last_merge_fell(mer
     """BUCKET_CAP newest rows of a bucket, whether they sit in the sorted arrays, in the
     tail of rows added since the last merge, or in both (online clustering and a
     recluster merge at different points, and must see the same rows)."""
-    from aggregator.dedup import BUCKET_CAP, _Buckets
+    from aggregator.dedup.lsh import BUCKET_CAP, Buckets
 
     key = np.array([0xC0FFEE], dtype=np.uint32)
     other = np.array([0x1234], dtype=np.uint32)
-    buckets = _Buckets()
+    buckets = Buckets()
     for row in range(110):  # rows 0..109 share `key`; the first `merged` are merged
         if row < merged:
             buckets.add(key[None], np.array([row]))
@@ -484,7 +471,7 @@ def test_choose_cluster_without_matches_is_a_new_story() -> None:
 def test_cluster_views_compute_jaccard_from_stored_blobs(signer: Signer) -> None:
     """`clusters show` reads similarities from the stored signature bytes without numpy;
     they must be dedup.jaccard's."""
-    from aggregator.queries import _similarity
+    from aggregator.store.queries import _similarity
 
     sigs = [signer.sign(*article(n)) for n in NAMES]
     sigs.append(signer.sign(article(NAMES[0])[0], article(NAMES[0])[1][:400]))  # a partial copy
@@ -500,7 +487,7 @@ def test_long_texts_take_the_bounded_path_with_the_same_signature(signer: Signer
     5 MB entry); the signature must not depend on which path ran."""
     title, body = article(NAMES[0])
     direct = signer.sign(title, body)
-    monkeypatch.setattr("aggregator.dedup.DIRECT_MAX_CHARS", 10)
+    monkeypatch.setattr("aggregator.dedup.shingles.DIRECT_MAX_CHARS", 10)
     bounded = signer.sign(title, body)
     assert np.array_equal(direct.full, bounded.full) and np.array_equal(direct.lede, bounded.lede)
     assert (direct.size, direct.lede_size) == (bounded.size, bounded.lede_size)

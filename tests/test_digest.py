@@ -16,7 +16,9 @@ from urllib.parse import urlsplit
 import feedparser
 import pytest
 
-from aggregator.digest import (
+from aggregator.errors import ConfigError
+from aggregator.files import write_atomically
+from aggregator.publish.digest import (
     CONTENT_TYPES,
     FORMATS,
     DigestMeta,
@@ -26,9 +28,7 @@ from aggregator.digest import (
     render_json,
     render_rss,
 )
-from aggregator.errors import ConfigError
-from aggregator.files import write_atomically
-from aggregator.queries import ClusterView, MemberView
+from aggregator.store.queries import ClusterView, MemberView
 
 A = "{http://www.w3.org/2005/Atom}"
 NOW = datetime(2026, 11, 25, 13, 0, 0, tzinfo=UTC)

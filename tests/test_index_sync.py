@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.clustering import Clusterer
 from aggregator.config import DedupSettings
-from aggregator.normalize import content_hash
+from aggregator.ingest.normalize import content_hash
 from aggregator.records import Item
-from aggregator.store import Store, index_state, prune
+from aggregator.service.clustering import Clusterer
+from aggregator.store.clusters import index_state
+from aggregator.store.database import Store
+from aggregator.store.upkeep import prune
 
 DATA = Path(__file__).parent / "data" / "dedup"
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -226,7 +228,7 @@ def test_catching_up_reads_the_placed_items_through_their_index(two) -> None:
 
 def _placed_since_sql(store: Store) -> str:
     """The SQL ClusterStore.placed_since runs, captured from a traced connection."""
-    from aggregator.store import ClusterStore
+    from aggregator.store.clusters import ClusterStore
 
     seen: list[str] = []
     store.conn.set_trace_callback(seen.append)

@@ -1,7 +1,7 @@
 """fetch -> parse -> normalise -> store through a real HTTP server and a real SQLite file.
 
 Each test builds a Config with parse_config, opens a Store in tmp_path and runs
-`aggregator.app.fetch_all`, then reads the database the way any SQLite tool would.
+`aggregator.service.app.fetch_all`, then reads the database the way any SQLite tool would.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from feedserver import FeedServer, Route
 
-from aggregator.app import fetch_all
 from aggregator.config import Config, dump_yaml, parse_config
-from aggregator.poll import FeedOutcome, PollReport
-from aggregator.schedule import JITTER
-from aggregator.store import Store
+from aggregator.service.app import fetch_all
+from aggregator.service.poll import FeedOutcome, PollReport
+from aggregator.service.schedule import JITTER
+from aggregator.store.database import Store
 from aggregator.timeutil import from_iso, utcnow
 
 FAST = {"timeout": "2s", "connect_timeout": "2s", "parse_workers": 0, "interval": "1h"}
@@ -118,7 +118,7 @@ def test_first_fetch_stores_items_and_feed_state(
     assert (log["outcome"], log["http_status"], log["new_items"]) == ("ok", 200, 4)
     # the configured User-Agent went out
     assert feed_server.requests[0].headers["User-Agent"].startswith("aggregator/")
-    # the run's last step put the new items in the search index (aggregator/migrations/005)
+    # the run's last step put the new items in the search index (aggregator/store/migrations/sqlite/005)
     assert store.conn.execute("SELECT count(*) FROM search_pending").fetchone()[0] == 0
     assert store.conn.execute("SELECT count(*) FROM items_fts WHERE items_fts MATCH 'amber'").fetchone()[0] == 1
 
@@ -151,7 +151,7 @@ def test_304s_are_recorded_in_batches_and_none_is_lost(
 ) -> None:
     """304s change only fetch times, so the poller records them several per transaction:
     here 2 per batch, 5 feeds (two full batches during the run, the rest at its end)."""
-    monkeypatch.setattr("aggregator.poll.NOT_MODIFIED_BATCH", 2)
+    monkeypatch.setattr("aggregator.service.poll.NOT_MODIFIED_BATCH", 2)
     urls = []
     for n in range(5):
         feed_server.serve_file(f"/f{n}", data_dir / "rss20.xml", etag=f'"v{n}"')
@@ -177,8 +177,8 @@ def test_304s_of_a_cancelled_poll_are_still_recorded(
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
-    from aggregator.fetch import Fetcher, make_client
-    from aggregator.poll import Poller
+    from aggregator.ingest.fetch import Fetcher, make_client
+    from aggregator.service.poll import Poller
 
     urls = []
     for n in range(6):
@@ -213,7 +213,7 @@ def test_feeds_in_flight_are_bounded(
 ) -> None:
     """Back-pressure: no more than 2 x concurrency feeds are between fetch and write at
     once, so a cold poll of thousands of feeds does not hold every body in memory."""
-    from aggregator.poll import Poller
+    from aggregator.service.poll import Poller
 
     active, peak = 0, 0
     original = Poller.poll_feed
@@ -330,7 +330,7 @@ def test_success_after_errors_resets_error_count(
 def test_validators_survive_a_network_error(
     tmp_path: Path, store: Store, feed_server: FeedServer, data_dir: Path
 ) -> None:
-    # BUG (aggregator/fetch.py Fetcher._error, used by poll._store_failure): a network error
+    # BUG (aggregator/ingest/fetch.py Fetcher._error, used by poll._store_failure): a network error
     # (timeout, refused connection) builds a FetchResult without etag/last_modified, and
     # _store_failure writes `etag=fetch.etag`, so the stored validators are wiped: the next
     # fetch after any hiccup is an unconditional GET of the whole feed.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.normalize import (
+from aggregator.ingest.normalize import (
     BOILERPLATE_RULES,
     canonical_url,
     html_to_text,
@@ -18,7 +18,7 @@ from aggregator.normalize import (
     plausible_date,
     strip_boilerplate,
 )
-from aggregator.parse import parse_feed
+from aggregator.ingest.parse import parse_feed
 from aggregator.records import RawEntry
 
 NOW = datetime(2024, 3, 13, 12, 0, tzinfo=UTC)
@@ -249,7 +249,7 @@ def test_bad_published_uses_updated() -> None:
 
 
 def test_json_feed_plain_text_keeps_angle_brackets() -> None:
-    # BUG (aggregator/normalize.py html_to_text + parse.py): JSON Feed `title` and
+    # BUG (aggregator/ingest/normalize.py html_to_text + parse.py): JSON Feed `title` and
     # `content_text` are plain text by spec, but every field is run through the HTML tag
     # stripper, so "vector<int>" loses "<int>" and "a < b and c > d" loses "< b and c >".
     doc = {

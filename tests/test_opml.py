@@ -8,7 +8,7 @@ import pytest
 from aggregator.config import FeedConfig, parse_config
 from aggregator.errors import ConfigError
 from aggregator.feeds_file import add_feeds as add_feeds_to_config_file
-from aggregator.opml import parse_opml, parse_opml_import, render_opml
+from aggregator.ingest.opml import parse_opml, parse_opml_import, render_opml
 
 NOW = datetime(2024, 11, 4, 9, 30, tzinfo=UTC)
 

@@ -15,7 +15,7 @@ from feedserver import FeedServer
 from test_cli import run, write_config
 
 from aggregator.config import FeedConfig, load_config
-from aggregator.opml import parse_opml, render_opml
+from aggregator.ingest.opml import parse_opml, render_opml
 
 OPML_DIR = Path(__file__).parent / "data" / "opml"
 READERS = ["feedly", "inoreader", "netnewswire", "miniflux", "nested"]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.parse import looks_like_json_feed, parse_feed
+from aggregator.ingest.parse import looks_like_json_feed, parse_feed
 
 XML = {"content-type": "application/xml"}
 JSON = {"content-type": "application/feed+json"}

@@ -20,10 +20,8 @@ from pathlib import Path
 import pytest
 from feedserver import FeedServer, Route
 
-from aggregator.app import fetch_all
 from aggregator.config import DedupSettings, dump_yaml, parse_config
-from aggregator.dedup import DedupIndex, Signer
-from aggregator.evidence import (
+from aggregator.dedup.evidence import (
     EntryFacts,
     may_be_one_entry,
     numbers_conflict,
@@ -31,9 +29,12 @@ from aggregator.evidence import (
     related_titles,
     title_facts,
 )
-from aggregator.normalize import normalize_entries
+from aggregator.dedup.index import DedupIndex
+from aggregator.dedup.signature import Signer
+from aggregator.ingest.normalize import normalize_entries
 from aggregator.records import RawEntry
-from aggregator.store import Store
+from aggregator.service.app import fetch_all
+from aggregator.store.database import Store
 
 REPO = Path(__file__).resolve().parent.parent
 TRAPS = Path(__file__).parent / "data" / "traps"
@@ -332,7 +333,7 @@ def test_real_world_feeds_join_no_plainly_different_posts(tmp_path: Path, feed_s
 def test_recluster_rebuilds_the_same_clusters_from_the_traps(traps: Traps) -> None:
     """What was learnt online (common paragraphs, shared links, title rules) is learnt again
     by a recluster, which replays the items in order from the stored text."""
-    from aggregator.clustering import Clusterer
+    from aggregator.service.clustering import Clusterer
 
     traps.fetch(*sorted(p.name for p in TRAPS.iterdir()))
 

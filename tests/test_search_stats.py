@@ -31,8 +31,9 @@ import pytest
 from feedserver import FeedServer
 
 from aggregator.cli import build_parser
-from aggregator.search import fts_query, search
-from aggregator.store import Store, maintain, merge_search_segments, prune
+from aggregator.store.database import Store
+from aggregator.store.search import fts_query, search
+from aggregator.store.upkeep import maintain, merge_search_segments, prune
 from aggregator.timeutil import iso, utcnow
 
 DATA = Path(__file__).parent / "data" / "dedup"
@@ -311,7 +312,7 @@ def test_migration_indexes_items_stored_before_it(older_schema) -> None:
 
 
 def test_search_index_is_filled_in_batches_and_never_misses_a_stored_item(tmp_path: Path) -> None:
-    """Items wait in search_pending (aggregator/migrations/005) until a batch indexes them; a
+    """Items wait in search_pending (aggregator/store/migrations/sqlite/005) until a batch indexes them; a
     search indexes what waits first, and deleting or editing a waiting item or an indexed
     one keeps the index exact."""
     store = Store.open(tmp_path / "a.db")
@@ -352,7 +353,7 @@ def test_search_index_is_filled_in_batches_and_never_misses_a_stored_item(tmp_pa
 
 
 def test_maintenance_merges_the_search_index_and_search_still_finds_everything(tmp_path: Path) -> None:
-    """The write path leaves up to 16 index segments per level (aggregator/migrations/008); the
+    """The write path leaves up to 16 index segments per level (aggregator/store/migrations/sqlite/008); the
     hourly maintain() merges them in small steps, and every item stays findable."""
     store = Store.open(tmp_path / "a.db")
     c = store.conn
@@ -415,9 +416,9 @@ def test_search_ranks_the_newest_matches_of_a_very_common_word(
                 )  # fmt: skip
         full = search(store, "quay", None, None)
         assert len(full) == 6 and sum(len(h.matches) for h in full) == 12
-        monkeypatch.setattr("aggregator.search.CANDIDATES", 12)
+        monkeypatch.setattr("aggregator.store.search.CANDIDATES", 12)
         assert search(store, "quay", None, 4) == full[:4]
-        monkeypatch.setattr("aggregator.search.CANDIDATES", 5)  # items 8-12
+        monkeypatch.setattr("aggregator.store.search.CANDIDATES", 5)  # items 8-12
         newest = search(store, "quay", None, 3)
         expected = []
         for hit in full:
@@ -543,7 +544,7 @@ def test_clusters_list_filters(shared: World) -> None:
 
 
 def test_a_tag_filter_takes_a_folder_with_its_subfolders(world: World) -> None:
-    """Tags are folders ("Tech/Apple" is Apple inside Tech, aggregator.opml): `--tag Region`
+    """Tags are folders ("Tech/Apple" is Apple inside Tech, aggregator.ingest.opml): `--tag Region`
     takes the feeds in Region/local as a reader's folder holds its subfolders, and a tag
     that only begins like a folder ("Reg") takes none."""
     text = world.cfg.read_text(encoding="utf-8")

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from test_dedup import article  # the same fixture articles
 
-from aggregator import dedup
 from aggregator.config import DedupSettings
-from aggregator.dedup import MINHASH_BLOCK, Signature, Signer
+from aggregator.dedup.shingles import BMP, SEVERAL, fold_table
+from aggregator.dedup.signature import BATCH_CHARS, KIND_CHARS, MINHASH_BLOCK, Signature, Signer
 
 DATA = Path(__file__).parent / "data" / "dedup"
 SETTINGS = DedupSettings()
@@ -100,7 +100,7 @@ def test_short_items_mixed_with_long_ones(signer: Signer) -> None:
              (lorem(10), lorem(14)), ("", lorem(24)), ("", lorem(25))]  # fmt: skip
     pairs = [p for pair in zip(short, ARTICLES * 2, strict=False) for p in pair]
     assert check(signer, pairs + [(title, body)]) == 4  # the four under short_words
-    assert signer.sign_many(short)[0].kind == dedup.KIND_CHARS
+    assert signer.sign_many(short)[0].kind == KIND_CHARS
 
 
 def test_characters_beyond_the_bmp_mixed_in(signer: Signer) -> None:
@@ -118,8 +118,8 @@ def test_items_over_minhash_block_shingles(signer: Signer) -> None:
 
 
 def test_items_longer_than_a_run(signer: Signer) -> None:
-    long = lorem(dedup.BATCH_CHARS // 5, 7)
-    assert len(long) > dedup.BATCH_CHARS
+    long = lorem(BATCH_CHARS // 5, 7)
+    assert len(long) > BATCH_CHARS
     check(signer, [ARTICLES[0], ("x", long), ARTICLES[1], ("", "a " * 40_000)])
 
 
@@ -157,10 +157,10 @@ def test_long_words_cut_at_token_chars(signer: Signer) -> None:
 
 
 def test_fold_table_equals_str_casefold_over_the_bmp() -> None:
-    table = dedup._fold_table()
-    for c in range(dedup._BMP):
+    table = fold_table()
+    for c in range(BMP):
         folded = chr(c).casefold()
-        want = ord(folded) if len(folded) == 1 and ord(folded) < dedup._BMP else dedup._SEVERAL
+        want = ord(folded) if len(folded) == 1 and ord(folded) < BMP else SEVERAL
         assert table[c] == want, hex(c)
 
 
@@ -169,8 +169,8 @@ def test_runs_and_blocks_split_anywhere(signer: Signer, monkeypatch) -> None:
     same MINHASH_BLOCK, so both change together)."""
     rng = random.Random(3)
     pairs = [(lorem(rng.randrange(12), i), lorem(rng.randrange(150), i + 1)) for i in range(80)]
-    monkeypatch.setattr(dedup, "MINHASH_BLOCK", 64)
-    monkeypatch.setattr(dedup, "BATCH_CHARS", 1500)
+    monkeypatch.setattr("aggregator.dedup.signature.MINHASH_BLOCK", 64)
+    monkeypatch.setattr("aggregator.dedup.signature.BATCH_CHARS", 1500)
     check(signer, pairs + ARTICLES)
 
 

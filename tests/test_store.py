@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from aggregator.errors import StoreError
-from aggregator.store import Store, migrations
+from aggregator.store.database import Store, migrations
 
 
 def test_migrations_create_schema(tmp_path: Path) -> None:

@@ -24,8 +24,8 @@ import httpx
 import pytest
 from feedserver import FeedServer, Route
 
-from aggregator.search import search
-from aggregator.store import Store
+from aggregator.store.database import Store
+from aggregator.store.search import search
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime.now(UTC).replace(microsecond=0)

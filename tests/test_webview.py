@@ -18,8 +18,7 @@ import pytest
 from feedserver import FeedServer
 from test_daemon import Rig, story, wait_for
 
-from aggregator.queries import ClusterView, MemberView
-from aggregator.webview import (
+from aggregator.publish.webview import (
     CONTENT_SECURITY_POLICY,
     DigestSnapshot,
     PageFilter,
@@ -27,6 +26,7 @@ from aggregator.webview import (
     render_page,
     select,
 )
+from aggregator.store.queries import ClusterView, MemberView
 
 NOW = datetime(2026, 11, 25, 13, 0, 0, tzinfo=UTC)
 HOSTILE = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>"

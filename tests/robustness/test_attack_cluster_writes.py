@@ -1,6 +1,6 @@
 """Many items joining one story cluster (issue #12, item 10): the duplication marks of
-aggregator/migrations/006 must cost the same per item whatever the cluster's size
-(aggregator/migrations/012). Work is counted in SQLite virtual-machine steps (the progress
+aggregator/store/migrations/sqlite/006 must cost the same per item whatever the cluster's size
+(aggregator/store/migrations/sqlite/012). Work is counted in SQLite virtual-machine steps (the progress
 handler), which are the same on any machine however busy: a fetch of one feed of N
 identical entries over 127.0.0.1 into a real SQLite file, then a recluster and a prune of
 that database, at N = 1,000 and 4,000. Before 012 every joining item re-marked the whole
@@ -30,10 +30,11 @@ from harness import record
 from test_clustering import Entry, World, ago, article, as_html, link, mixed_feeds, rss
 from test_counters import check_counters
 
-from aggregator.app import fetch_all
-from aggregator.clustering import Clusterer
 from aggregator.config import dump_yaml, parse_config
-from aggregator.store import Store, prune
+from aggregator.service.app import fetch_all
+from aggregator.service.clustering import Clusterer
+from aggregator.store.database import Store
+from aggregator.store.upkeep import prune
 from aggregator.timeutil import iso, utcnow
 
 REPO = Path(__file__).resolve().parents[2]

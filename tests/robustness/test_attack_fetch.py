@@ -23,21 +23,14 @@ from feedserver import Route
 from harness import Workspace, good_feed, record, rss
 from test_daemon import Rig, story, wait_for
 
-from aggregator.addresses import (
-    OwnServer,
-    is_public,
-    kind,
-    own_server,
-    reaches_own,
-    refusal,
-)
 from aggregator.config import Config, Settings, dump_yaml, parse_config
-from aggregator.fetch import Fetcher, make_client
-from aggregator.poll import Poller
+from aggregator.ingest.addresses import OwnServer, is_public, kind, own_server, reaches_own, refusal
+from aggregator.ingest.fetch import Fetcher, make_client
+from aggregator.ingest.transport import proxy_routes
 from aggregator.records import FetchStatus
-from aggregator.store import Store
+from aggregator.service.poll import Poller
+from aggregator.store.database import Store
 from aggregator.timeutil import utcnow
-from aggregator.transport import proxy_routes
 
 OUTSIDE = "127.0.0.2"  # stands in for a public site (see the module docstring)
 SECRET = "INTERNAL ADMIN TOKEN=7f3a9c"

@@ -29,21 +29,15 @@ from daemon_util import FeedFarm, write_config
 from feedserver import FeedServer
 from test_index_sync import T0, item, store_feed  # one feed's transaction, as the poller writes it
 
-from aggregator.app import Pipeline
-from aggregator.clustering import Clusterer, Placement, decide, exact_keys
 from aggregator.config import DedupSettings, load_config
-from aggregator.dedup import (
-    COMPACT_DEAD_SHARE,
-    COMPACT_MIN_DEAD,
-    KIND_WORDS,
-    DedupIndex,
-    Signature,
-    Signer,
-)
-from aggregator.evidence import EntryFacts, paragraph_keys
-from aggregator.normalize import content_hash
+from aggregator.dedup.evidence import EntryFacts, paragraph_keys
+from aggregator.dedup.index import COMPACT_DEAD_SHARE, COMPACT_MIN_DEAD, DedupIndex
+from aggregator.dedup.signature import KIND_WORDS, Signature, Signer
+from aggregator.ingest.normalize import content_hash
 from aggregator.records import Item
-from aggregator.store import Store
+from aggregator.service.app import Pipeline
+from aggregator.service.clustering import Clusterer, Placement, decide, exact_keys
+from aggregator.store.database import Store
 from aggregator.timeutil import utcnow
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "dedup"

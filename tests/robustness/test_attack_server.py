@@ -24,15 +24,15 @@ import pytest
 from feedserver import FeedServer, Route
 from test_daemon import Daemon, Rig, rss, story, wait_for
 
-from aggregator import webview
-from aggregator.app import fetch_all
 from aggregator.config import Config, parse_config
-from aggregator.connections import ConnectionLimits
-from aggregator.normalize import ELLIPSIS, MAX_AUTHOR, MAX_LINK, MAX_TITLE
-from aggregator.pagecache import PAGE_MAX_AGE
-from aggregator.publish import DigestCache, publish
-from aggregator.serve import DigestServer
-from aggregator.store import Store
+from aggregator.ingest.normalize import ELLIPSIS, MAX_AUTHOR, MAX_LINK, MAX_TITLE
+from aggregator.publish import webview
+from aggregator.publish.connections import ConnectionLimits
+from aggregator.publish.pagecache import PAGE_MAX_AGE
+from aggregator.publish.publisher import DigestCache, publish
+from aggregator.publish.serve import DigestServer
+from aggregator.service.app import fetch_all
+from aggregator.store.database import Store
 
 MB = 1_000_000
 

@@ -36,7 +36,7 @@ from evilserver import (
 )
 from harness import Workspace, good_feed, record, rss
 
-from aggregator.normalize import html_to_text, strip_boilerplate
+from aggregator.ingest.normalize import html_to_text, strip_boilerplate
 from aggregator.timeutil import from_iso, utcnow
 
 RSS_LIMIT_MB = 300  # peak RSS allowed for the big cases (1 GB bodies, bombs)

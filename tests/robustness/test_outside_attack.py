@@ -8,9 +8,9 @@ import sqlite3
 from feedserver import FeedServer, Route
 from test_daemon import Rig, story, wait_for
 
-from aggregator.app import fetch_all
 from aggregator.config import parse_config
-from aggregator.store import Store
+from aggregator.service.app import fetch_all
+from aggregator.store.database import Store
 
 HIDDEN = "\u2066\u2067\u2068\u2069\ufffe\uffff"  # bidi isolates, noncharacters
 

@@ -2,7 +2,7 @@
 its MANIFEST.tsv) through fetch -> parse -> normalise -> dedup -> store, with zero
 unhandled exceptions.
 
-The files are served by one local HTTP server and fetched by `aggregator.app.fetch_all`
+The files are served by one local HTTP server and fetched by `aggregator.service.app.fetch_all`
 over one config that lists them all (per_host raised so the single host does not
 serialise the run), into one real SQLite file. Every file must end ingested or as a
 per-feed error with a message; "internal error" / "parser crashed" outcomes and exception
@@ -21,9 +21,9 @@ import pytest
 from feedserver import FeedServer, Route
 from harness import record
 
-from aggregator.app import fetch_all
 from aggregator.config import dump_yaml, parse_config
-from aggregator.store import Store
+from aggregator.service.app import fetch_all
+from aggregator.store.database import Store
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared" / "feeds"
