@@ -319,7 +319,8 @@ def _feed_sites(config: Config, db: str | None) -> dict:
     from .config import database_path
     from .errors import StoreError
 
-    if not database_path(config, db).is_file():
+    target = database_path(config, db)
+    if isinstance(target, Path) and not target.is_file():
         return {}
     try:
         with open_store(config, db) as store:

@@ -410,10 +410,13 @@ def relative_to_config(config: Config, path: str) -> Path:
     return p if p.is_absolute() else config.path.parent / p
 
 
-def database_path(config: Config, override: str | None = None) -> Path:
-    """--db, then $AGGREGATOR_DB, then settings.database (relative to the config file)."""
-    chosen = override or os.environ.get(DB_ENV)
-    if chosen:
+def database_path(config: Config, override: str | None = None) -> Path | str:
+    """--db, then $AGGREGATOR_DB, then settings.database (a file relative to the config
+    file, or a postgresql:// URL, returned as the string it is)."""
+    chosen = override or os.environ.get(DB_ENV) or config.settings.database
+    if chosen.startswith(("postgresql://", "postgres://")):
+        return chosen
+    if override or os.environ.get(DB_ENV):
         return Path(chosen)
-    db = Path(config.settings.database)
+    db = Path(chosen)
     return db if db.is_absolute() else config.path.parent / db

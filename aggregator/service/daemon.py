@@ -23,7 +23,6 @@ import logging
 import os
 import random
 import signal
-import sqlite3
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -141,7 +140,7 @@ class Daemon:
         self.pipeline.config = new
         try:
             self._sync()
-        except sqlite3.Error:
+        except self.store.Error:
             self._reload_requested = True  # the new feeds are synced on the next tick
             raise
         if new.settings.check_every != old_settings.check_every and self.scheduler:
@@ -166,10 +165,10 @@ class Daemon:
                 return
             try:
                 due = self._due()
-            except sqlite3.Error as exc:
+            except self.store.Error as exc:
                 if not is_outage(exc):
                     raise
-                outage.record_failure(exc, self.store.path, time.monotonic(), utcnow())
+                outage.record_failure(exc, self.store.name, time.monotonic(), utcnow())
                 self._update_health()
                 return
             if not due:
@@ -219,7 +218,7 @@ class Daemon:
             problem = str(exc)
         try:
             saved = self.store.save_copy()
-        except (sqlite3.Error, OSError) as exc:
+        except (self.store.Error, OSError) as exc:
             message = (f"{problem}; could not save a copy of what it held ({exc}); stopping. "
                        "Restore the file from a backup before starting the daemon again")  # fmt: skip
         else:
@@ -250,7 +249,7 @@ class Daemon:
             store.close()
 
     def _update_health(self) -> None:
-        with contextlib.suppress(sqlite3.Error):  # a failing disk may fail reads too
+        with contextlib.suppress(self.store.Error):  # a failing disk may fail reads too
             self._counts = health(self.store)
         counts, parts = self._counts, self.pipeline.health()
         # "failing" (HTTP 503) while nothing can be stored; "degraded" while some feed
@@ -330,7 +329,7 @@ class Daemon:
         scheduler.add_job(self.maintain_job, "interval", hours=1, max_instances=1, coalesce=True)
         scheduler.start()
         log.info("daemon started: %d feeds, database %s, pid %d",
-                 len(self.config.feeds), self.store.path, os.getpid())  # fmt: skip
+                 len(self.config.feeds), self.store.name, os.getpid())  # fmt: skip
         try:
             await self._stop.wait()
             scheduler.shutdown(wait=False)
@@ -363,7 +362,8 @@ def run_daemon(config: Config, db_override: str | None, once: bool) -> int:
     db_path = database_path(config, db_override)
     store = Store.open(db_path, create_folder=True)
     try:
-        with single_instance(db_path):
+        # one daemon per SQLite file; on PostgreSQL any number of workers share the polling
+        with single_instance(db_path) if store.on_file else contextlib.nullcontext():
             daemon = Daemon(config, store, once=once)
             try:
                 return asyncio.run(daemon.run())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import sys
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -24,9 +25,13 @@ STORE_RETRY_MAX = 600.0  # seconds: once space is back, the daemon resumes withi
 def is_outage(exc: BaseException) -> bool:
     """A database error that says nothing about the feed being written: SQLite's
     OperationalError (disk full, I/O error, read-only, locked too long) or a bare
-    DatabaseError (a damaged file). IntegrityError and the like are bugs in one write and
-    stay that feed's error."""
-    return type(exc) in (sqlite3.OperationalError, sqlite3.DatabaseError)
+    DatabaseError (a damaged file); psycopg's OperationalError (the server is down or
+    restarting, the connection dropped, the disk is full). IntegrityError and the like are
+    bugs in one write and stay that feed's error."""
+    if type(exc) in (sqlite3.OperationalError, sqlite3.DatabaseError):
+        return True
+    psycopg = sys.modules.get("psycopg")  # loaded only by a PostgreSQL store
+    return psycopg is not None and isinstance(exc, psycopg.OperationalError)
 
 
 @dataclass

@@ -252,7 +252,7 @@ def catch_up(store: Store) -> None:
         if store.search_waiting():
             store.index_search()
     except sqlite3.OperationalError as exc:
-        log.warning("%s: the newest items are not searchable yet (%s)", store.path, exc)
+        log.warning("%s: the newest items are not searchable yet (%s)", store.name, exc)
 
 
 def match_ids_sql(alias: str = "i") -> str:

@@ -55,7 +55,11 @@ def prune(store: Store, before: datetime) -> tuple[int, int]:
 
 def maintain(store: Store) -> None:
     """Periodic upkeep: refresh the query planner's statistics, merge the full-text
-    index's segments a little, fold the WAL back."""
+    index's segments a little, fold the WAL back. PostgreSQL's autovacuum does all of
+    this itself; a plain ANALYZE keeps the planner's statistics fresh after a big poll."""
+    if not store.on_file:
+        store.conn.execute("ANALYZE")
+        return
     store.conn.execute("PRAGMA optimize")
     merge_search_segments(store)
     store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
