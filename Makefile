@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run demo test browser fetch lint bench clean
+.PHONY: run demo test browser postgres fetch lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,20 @@ browser:
 	        echo "could not install chromium; the browser test will skip"; \
 	    else echo "chromium not found and not root with apt-get; the browser test will skip"; fi; }
 
-test: $(STAMP) browser
+# Tests that need PostgreSQL start their own throwaway server (tests/pgserver.py) from the
+# server binaries: install Debian's postgresql when they are missing and we can (root with
+# apt-get). The package's own cluster is not needed (we start ours, on a unix socket only),
+# so stop it if the package started it. Without the binaries those tests fail, saying so.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+	  { if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	      echo "installing postgresql for the PostgreSQL tests (apt-get)"; \
+	      if (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null); \
+	      then service postgresql stop >/dev/null 2>&1 || true; \
+	      else echo "could not install postgresql; the PostgreSQL tests will fail: apt-get install postgresql"; fi; \
+	    else echo "PostgreSQL server binaries not found and not root with apt-get; the PostgreSQL tests will fail: apt-get install postgresql"; fi; }
+
+test: $(STAMP) browser postgres
 	$(BIN)/ruff check aggregator tests bench scheduler.py
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from feedserver import FeedServer
+from pgserver import PostgresServer
 
 from aggregator.store.database import migrations
 
@@ -51,3 +52,24 @@ def rig(tmp_path: Path, feed_server: FeedServer):
         yield r
     finally:
         r.close()
+
+
+# PostgreSQL (tests/pgserver.py): one throwaway server per test session, a database per test.
+# Never skipped: without PostgreSQL the tests that need it fail, saying how to install it.
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The session's started PostgreSQL server, stopped at the end whatever happened (a
+    failed start is reported to every test that asks for it)."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """URL of a fresh empty database (postgresql://postgres@/test_N?host=...), dropped
+    after the test so a long session does not fill the disk (an empty one takes 7 MB)."""
+    url = postgres_server.new_database()
+    yield url
+    postgres_server.drop_database(url)
