@@ -73,3 +73,21 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     url = postgres_server.new_database()
     yield url
     postgres_server.drop_database(url)
+
+
+# The two store backends. A test that takes `db_target` runs once on each: an SQLite file
+# in its tmp_path, then a fresh PostgreSQL database (--db / Store.open take either).
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def db_target(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Path | str:
+    """Where the test's database lives: a file path (SQLite) or a postgresql:// URL."""
+    if backend == "sqlite":
+        return tmp_path / "agg.db"
+    return request.getfixturevalue("postgres_url")

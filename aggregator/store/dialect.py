@@ -22,6 +22,9 @@ class Dialect:
     json_values: str  # FROM-clause fragment: the values of a JSON list column as t.value
     contains: str  # expression: whether {0} contains {1} (both text)
     skip_locked: str  # appended to a SELECT of rows to claim (feed leases)
+    greatest: str  # the scalar max() / min() of two values
+    least: str
+    defer_foreign_keys: str  # foreign keys checked at commit, for this transaction
     migrate_lock_key: int = MIGRATE_LOCK_KEY
 
 
@@ -33,6 +36,9 @@ SQLITE = Dialect(
     json_values="json_each({}) t",
     contains="instr({0}, {1}) > 0",
     skip_locked="",  # one writer at a time already
+    greatest="max",
+    least="min",
+    defer_foreign_keys="PRAGMA defer_foreign_keys = ON",
 )
 
 POSTGRES = Dialect(
@@ -43,4 +49,7 @@ POSTGRES = Dialect(
     json_values="json_array_elements_text(({})::json) AS t(value)",
     contains="strpos({0}, {1}) > 0",
     skip_locked="FOR UPDATE SKIP LOCKED",
+    greatest="greatest",
+    least="least",
+    defer_foreign_keys="SET CONSTRAINTS ALL DEFERRED",  # the schema's keys are DEFERRABLE
 )

@@ -102,7 +102,7 @@ def _filter_sql(store: Store, where: ClusterFilter | None) -> tuple[str, list]:
     if where.tags:
         match, match_args = tags_sql(where.tags)
         sql += (
-            " AND EXISTS (SELECT 1 FROM items i JOIN feeds f ON f.id = i.feed_id, json_each(f.tags) t"
+            f" AND EXISTS (SELECT 1 FROM items i JOIN feeds f ON f.id = i.feed_id, {store.dialect.json_values.format('f.tags')}"
             f" WHERE i.cluster_id = c.id AND {match})"
         )
         args.extend(match_args)
@@ -325,12 +325,13 @@ def digest_clusters(
         if wanted:
             match, match_args = tags_sql(wanted)
             sql += (
-                " AND EXISTS (SELECT 1 FROM items i JOIN feeds f ON f.id = i.feed_id, json_each(f.tags) t"
+                f" AND EXISTS (SELECT 1 FROM items i JOIN feeds f ON f.id = i.feed_id, {store.dialect.json_values.format('f.tags')}"
                 f" WHERE i.cluster_id = c.id AND {match})"
             )
             args.extend(match_args)
     if query:
-        sql += " AND EXISTS (SELECT 1 FROM items i WHERE i.cluster_id = c.id AND instr(lower(i.title), lower(?)))"
+        contains = store.dialect.contains.format("lower(i.title)", "lower(?)")
+        sql += f" AND EXISTS (SELECT 1 FROM items i WHERE i.cluster_id = c.id AND {contains})"
         args.append(query)
     now = now or since
     with store.snapshot():
@@ -344,7 +345,8 @@ def digest_clusters(
 
 def feed_tags(store: Store) -> list[str]:
     """Every tag of the feeds followed (the page's tag menu)."""
-    rows = store.conn.execute("SELECT DISTINCT t.value FROM feeds f, json_each(f.tags) t WHERE f.active = 1")
+    tags = store.dialect.json_values.format("f.tags")
+    rows = store.conn.execute(f"SELECT DISTINCT t.value FROM feeds f, {tags} WHERE f.active = 1")
     return sorted(str(r[0]) for r in rows)
 
 
@@ -379,7 +381,7 @@ def cluster_tags(store: Store, cluster_ids: list[int]) -> dict[int, frozenset[st
     marks = ",".join("?" * len(cluster_ids))
     for cid, tag in store.conn.execute(
         f"""SELECT DISTINCT i.cluster_id, t.value
-            FROM items i JOIN feeds f ON f.id = i.feed_id, json_each(f.tags) t
+            FROM items i JOIN feeds f ON f.id = i.feed_id, {store.dialect.json_values.format('f.tags')}
             WHERE i.cluster_id IN ({marks})""",
         cluster_ids,
     ):
