@@ -61,10 +61,10 @@ class ClusterStore:
             blob = paragraphs.astype("<u4").tobytes() if len(paragraphs) else None
             rows.append((item_id, sig.kind, sig.size, sig.lede_size, full, lede, blob, flags))
         self.conn.executemany(
-            """INSERT INTO signatures (item_id, kind, size, lede_size, full, lede, paragraphs, exact_keys)
+            """INSERT INTO signatures (item_id, kind, size, lede_size, "full", lede, paragraphs, exact_keys)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (item_id) DO UPDATE SET kind = excluded.kind, size = excluded.size,
-                 lede_size = excluded.lede_size, full = excluded.full, lede = excluded.lede,
+                 lede_size = excluded.lede_size, "full" = excluded."full", lede = excluded.lede,
                  paragraphs = excluded.paragraphs, exact_keys = excluded.exact_keys""",
             rows,
         )
@@ -142,7 +142,7 @@ def bump_index_writes(store: Store) -> int:
     new count."""
     row = store.conn.execute(
         """INSERT INTO meta (key, value) VALUES ('index_writes', '1')
-           ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1 RETURNING value"""
+           ON CONFLICT (key) DO UPDATE SET value = CAST(meta.value AS INTEGER) + 1 RETURNING value"""
     ).fetchone()
     return int(row[0])
 
@@ -157,5 +157,5 @@ def bump_cluster_generation(store: Store) -> None:
     """After a recluster or a prune: every process rebuilds its dedup index."""
     store.conn.execute(
         """INSERT INTO meta (key, value) VALUES ('cluster_generation', '1')
-           ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"""
+           ON CONFLICT (key) DO UPDATE SET value = CAST(meta.value AS INTEGER) + 1"""
     )

@@ -530,18 +530,13 @@ class Store:
         while True:
             with self.transaction():
                 upto = self.conn.execute(
-                    "SELECT max(item_id) FROM (SELECT item_id FROM search_pending ORDER BY item_id LIMIT ?)",
+                    "SELECT max(item_id) FROM (SELECT item_id FROM search_pending ORDER BY item_id LIMIT ?) AS waiting",
                     (batch,),
                 ).fetchone()[0]
                 if upto is None:
                     self.search_backlog = 0  # nothing waits, whoever indexed it
                     return done
-                self.conn.execute(
-                    """INSERT INTO items_fts (rowid, title, text)
-                       SELECT id, title, text FROM items
-                       WHERE id IN (SELECT item_id FROM search_pending WHERE item_id <= ?)""",
-                    (upto,),
-                )
+                self.conn.execute(self.dialect.index_search, (upto,))
                 done += self.conn.execute("DELETE FROM search_pending WHERE item_id <= ?", (upto,)).rowcount
 
     def search_waiting(self) -> bool:

@@ -25,6 +25,7 @@ class Dialect:
     greatest: str  # the scalar max() / min() of two values
     least: str
     defer_foreign_keys: str  # foreign keys checked at commit, for this transaction
+    index_search: str  # adds the waiting items with id <= ? to the full-text index
     migrate_lock_key: int = MIGRATE_LOCK_KEY
 
 
@@ -39,6 +40,9 @@ SQLITE = Dialect(
     greatest="max",
     least="min",
     defer_foreign_keys="PRAGMA defer_foreign_keys = ON",
+    index_search="""INSERT INTO items_fts (rowid, title, text)
+                    SELECT id, title, text FROM items
+                    WHERE id IN (SELECT item_id FROM search_pending WHERE item_id <= ?)""",
 )
 
 POSTGRES = Dialect(
@@ -52,4 +56,9 @@ POSTGRES = Dialect(
     greatest="greatest",
     least="least",
     defer_foreign_keys="SET CONSTRAINTS ALL DEFERRED",  # the schema's keys are DEFERRABLE
+    # a tsvector per item (migrations/postgres: search_document weighs the title A, text B)
+    index_search="""INSERT INTO items_search (item_id, doc)
+                    SELECT id, search_document(title, text) FROM items
+                    WHERE id IN (SELECT item_id FROM search_pending WHERE item_id <= ?)
+                    ON CONFLICT (item_id) DO UPDATE SET doc = excluded.doc""",
 )

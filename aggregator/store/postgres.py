@@ -68,7 +68,7 @@ class PgConnection:
         conn = self._ready()
         if params is None or not len(params):
             # no parameters: psycopg sends the text as it is (several statements allowed)
-            return conn.execute(sql.replace("%", "%%") if params is not None else sql, params or None)
+            return conn.execute(sql)
         return conn.execute(to_psycopg(sql), tuple(params))
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]):
