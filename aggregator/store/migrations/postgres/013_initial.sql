@@ -386,9 +386,10 @@ $$;
 CREATE FUNCTION items_counts_insert() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM count_feed_items(NEW.feed_id, 1, NEW.duplicate, NEW.republished);
-    IF NEW.cluster_id IS NOT NULL THEN
-        PERFORM mark_item(NEW.id);
+    IF NEW.cluster_id IS NULL THEN   -- as the aggregator stores every item
+        RETURN NULL;
     END IF;
+    PERFORM mark_item(NEW.id);
     -- it comes first: the member that came first before is second now
     IF NEW.id = (SELECT id FROM items WHERE cluster_id = NEW.cluster_id
                  ORDER BY first_seen_at, id LIMIT 1) THEN
@@ -405,8 +406,11 @@ FOR EACH ROW EXECUTE FUNCTION items_counts_insert();
 CREATE FUNCTION items_counts_delete() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM count_feed_items(OLD.feed_id, -1, -OLD.duplicate, -OLD.republished);
+    IF OLD.cluster_id IS NULL THEN
+        RETURN NULL;
+    END IF;
     -- it came first: whoever comes first now
-    IF OLD.cluster_id IS NOT NULL AND OLD.duplicate = 0 THEN
+    IF OLD.duplicate = 0 THEN
         PERFORM mark_cluster_place(OLD.cluster_id, 0);
     END IF;
     PERFORM mark_cluster(id) FROM clusters
@@ -440,14 +444,16 @@ BEGIN
         PERFORM mark_cluster_place(OLD.cluster_id, 0);
     END IF;
     -- it comes first in its cluster now: the member that came first before is second
-    IF NEW.id = (SELECT id FROM items WHERE cluster_id = NEW.cluster_id
-                 ORDER BY first_seen_at, id LIMIT 1) THEN
+    IF NEW.cluster_id IS NOT NULL
+       AND NEW.id = (SELECT id FROM items WHERE cluster_id = NEW.cluster_id
+                     ORDER BY first_seen_at, id LIMIT 1) THEN
         PERFORM mark_cluster_place(NEW.cluster_id, 1);
     END IF;
     -- the representative moved to another feed: every member's reference for `republished`
-    PERFORM mark_cluster(id) FROM clusters
-    WHERE id IN (OLD.cluster_id, NEW.cluster_id) AND representative_id = NEW.id
-      AND OLD.feed_id IS DISTINCT FROM NEW.feed_id;
+    IF OLD.feed_id IS DISTINCT FROM NEW.feed_id THEN
+        PERFORM mark_cluster(id) FROM clusters
+        WHERE id IN (OLD.cluster_id, NEW.cluster_id) AND representative_id = NEW.id;
+    END IF;
     RETURN NULL;
 END
 $$;
