@@ -4,6 +4,8 @@
   URL) stops the real CLI with one line naming it, without its password, and the fix;
 - a database holding other tables, or a newer schema, is refused untouched;
 - workers starting together on an empty database migrate it once;
+- a server that stops under a running daemon: one outage message, backoff, /healthz
+  failing, then the connections are made again and nothing is lost;
 - a transaction cut by a server restart is never continued on a new connection;
 - prune and maintain.
 
@@ -21,8 +23,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from feedserver import FeedServer
 from pgserver import WAIT_S, PostgresServer, _run, server_account
-from test_daemon import REPO, child_env, wait_for
+from test_daemon import REPO, Rig, child_env, story, wait_for
 
 from aggregator.errors import StoreError
 from aggregator.store.database import PG_MIGRATIONS_DIR, Store, migrations
@@ -253,6 +256,142 @@ def test_a_transaction_cut_by_a_server_restart_is_never_continued_on_a_new_conne
         assert store.count("feeds") == 1
     finally:
         store.close()
+
+
+OUTAGE = "cannot reach the database postgresql://"
+RECOVERED = "database writes work again"
+
+
+def test_the_daemon_rides_out_a_server_that_stops_and_starts_again(
+    tmp_path: Path, feed_server: FeedServer, own_server: PostgresServer
+) -> None:
+    """`pg_ctl stop -m fast` under a running daemon (two feeds, so its polls write on the
+    writer thread), a feed brings a story meanwhile; the server starts again. Nothing
+    stored may be lost, the waiting story must be stored, and the log must say it once
+    each way, with the fix, and never a traceback."""
+    rig = Rig(tmp_path, feed_server, own_server.new_database())
+    try:
+        bridge, strike, fire = (
+            story("bridge", "q1"),
+            story("rail_strike", "r1"),
+            story("library_fire", "q2"),
+        )
+        quay = rig.serve("/quay.xml", "Quay Times", [bridge])
+        river = rig.serve("/river.xml", "Riverside Post", [strike])
+        rig.write_config([quay, river], interval="1s")
+        daemon = rig.start_serving()
+        wait_for("both feeds stored", lambda: rig.count("items") == 2)
+        before = rig.query("SELECT id, feed_id, key, title, cluster_id FROM items ORDER BY id")
+
+        pg_ctl(own_server, "stop", "-m", "fast")
+        rig.serve("/quay.xml", "Quay Times", [fire, bridge], etag='"v2"')
+        daemon.wait_log(OUTAGE)
+        health = wait_for("/healthz to say failing", lambda: (r := rig.http.get("/healthz")).status_code == 503
+                          and r.json()["store"]["failed_tries"] >= 3 and r.json(), timeout=30)  # fmt: skip
+        assert health["status"] == "failing" and health["store"]["writes"] == "failing"
+        assert daemon.alive() and daemon.log.count(OUTAGE) == 1  # said once, however many tries
+        assert "PostgreSQL server is running" in daemon.log
+
+        pg_ctl(own_server, "start")
+        titles = "SELECT title FROM items ORDER BY id"
+        wait_for(
+            "the story that waited stored", lambda: (fire.title,) in rig.query(titles), timeout=60
+        )
+        daemon.wait_log(RECOVERED, timeout=30)
+        wait_for("/healthz ok again", lambda: rig.http.get("/healthz").status_code == 200)
+        after = rig.query("SELECT id, feed_id, key, title, cluster_id FROM items ORDER BY id")
+        assert after[: len(before)] == before and len(after) == 3  # nothing lost, nothing twice
+        assert rig.query("SELECT count(*) FROM items WHERE cluster_id IS NULL") == [(0,)]
+        # a filtered web page reads on a connection of its own, made after the restart
+        assert rig.http.get("/?min_size=2").status_code == 200
+        assert daemon.stop() == 0, daemon.log
+        assert daemon.log.count(OUTAGE) == 1 and daemon.log.count(RECOVERED) == 1
+        assert "Traceback" not in daemon.log and "web page query failed" not in daemon.log
+    finally:
+        rig.close()
+
+
+def test_publishing_prune_and_maintain_give_way_to_an_outage(
+    tmp_path: Path, own_server: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The jobs beside the poll meet the server gone too (it stopped while the digest was
+    being published: seen in the test above). Each records the outage, said once, and
+    returns: raised, it was a traceback out of the scheduler per run, and /healthz was not
+    told. The digest is published again once the database answers."""
+    import asyncio
+
+    from aggregator.config import parse_config
+    from aggregator.service.daemon import Daemon
+
+    cfg = tmp_path / "feeds.yaml"
+    cfg.write_text("feeds: []\n", encoding="utf-8")
+    config = parse_config(cfg.read_text(), cfg)
+    store = Store.open(own_server.new_database())
+    daemon = Daemon(config, store)
+    try:
+        daemon.publish()
+        assert daemon.cache.health["status"] == "ok"
+        pg_ctl(own_server, "stop", "-m", "fast")
+        caplog.clear()
+        daemon.publish()
+        asyncio.run(daemon.prune_job())
+        asyncio.run(daemon.maintain_job())
+        outage = daemon.pipeline.outage
+        assert outage.active and outage.failures == 3 and daemon._republish
+        assert daemon.cache.health["status"] == "failing"
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and errors[0].startswith(OUTAGE), errors
+        pg_ctl(own_server, "start")
+        asyncio.run(daemon.maintain_job())  # and publishes
+        assert not daemon._republish
+    finally:
+        daemon.pipeline.close()
+        store.close()
+
+
+def test_a_read_only_database_is_an_outage_not_every_feeds_error(
+    tmp_path: Path, feed_server: FeedServer, postgres_url: str
+) -> None:
+    """A server that takes connections but no writes (a standby after a failover, or
+    default_transaction_read_only) fails every feed the same way: the outage breaker's
+    case, as a read-only SQLite file is, not a traceback per feed and poll. Here the
+    database turns read-only and its sessions are ended, so the daemon reconnects into it."""
+    rig = Rig(tmp_path, feed_server, postgres_url)
+
+    def sessions_end(read_only: str) -> None:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("SET default_transaction_read_only = off")  # this session writes
+            admin.execute(
+                f"ALTER DATABASE {admin.info.dbname} SET default_transaction_read_only = {read_only}"
+            )
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                          " WHERE datname = current_database() AND pid != pg_backend_pid()")  # fmt: skip
+
+    try:
+        bridge, fire = story("bridge", "q1"), story("library_fire", "q2")
+        quay = rig.serve("/quay.xml", "Quay Times", [bridge])
+        rig.write_config([quay], interval="1s")
+        daemon = rig.start_serving()
+        wait_for("the feed stored", lambda: rig.count("items") == 1)
+        sessions_end("on")
+        rig.serve("/quay.xml", "Quay Times", [fire, bridge], etag='"v2"')
+        wait_for("/healthz to say the database is read-only", lambda: "read-only" in str(
+            rig.http.get("/healthz").json()["store"].get("error")), timeout=30)  # fmt: skip
+        assert (
+            daemon.alive()
+            and "Traceback" not in daemon.log
+            and "unexpected error" not in daemon.log
+        )
+        sessions_end("off")
+        wait_for("the story that waited stored", lambda: rig.count("items") == 2, timeout=60)
+        daemon.wait_log(RECOVERED, timeout=30)
+        assert daemon.stop() == 0, daemon.log
+        assert "Traceback" not in daemon.log and daemon.log.count(RECOVERED) == 1
+    finally:
+        rig.close()
+
+
+# ---------------------------------------------------------------- upkeep
 
 
 def test_prune_and_maintain(postgres_url: str) -> None:
