@@ -147,7 +147,7 @@ def test_connections_time_out_and_notice_a_vanished_server_unless_the_url_says_o
     from aggregator.store.postgres import connect_options
 
     defaults = connect_options("postgresql://u@h/d")
-    assert defaults["connect_timeout"] == 10 and defaults["keepalives_idle"] == 30
+    assert defaults["connect_timeout"] == 5 and defaults["keepalives_idle"] == 30
     assert "connect_timeout" not in connect_options("postgresql://u@h/d?connect_timeout=3")
     assert "keepalives_idle" not in connect_options("postgresql://u@h/d?keepalives_idle=5")
 
@@ -256,6 +256,8 @@ def test_a_transaction_cut_by_a_server_restart_is_never_continued_on_a_new_conne
         assert store.count("feeds") == 1
     finally:
         store.close()
+    with pytest.raises(psycopg.InterfaceError):  # closed by us: not made again
+        store.count("feeds")
 
 
 OUTAGE = "cannot reach the database postgresql://"

@@ -19,9 +19,8 @@ from typing import Any
 # a quoted string, a quoted name or a comment (whose ? are not placeholders), else a ?
 _TOKENS = re.compile(r"""('(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/)|\?""", re.S)
 URL_SCHEMES = ("postgresql://", "postgres://")
-_ENDS = re.compile(
-    r"\s*(COMMIT|END|ROLLBACK)\s*;?\s*$", re.I
-)  # a statement that ends a transaction
+# a statement that ends a transaction
+_ENDS = re.compile(r"\s*(COMMIT|END|ROLLBACK)\s*;?\s*$", re.I)
 
 
 def is_postgres_url(target: object) -> bool:
@@ -60,9 +59,10 @@ def one_line(exc: BaseException) -> str:
 # Defaults for what the URL does not set itself. libpq waits for ever by default: for a
 # connection to a host that does not answer, and (over TCP) for a server that vanished
 # without closing the connection until the OS gives up on it, ~2 hours later. The daemon
-# must notice within a minute and back off (service/outage.py). Unix sockets ignore the
-# keepalives.
-CONNECT_DEFAULTS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30,
+# must notice within a minute and back off (service/outage.py), and a connection attempt
+# blocks the thread making it: 5 s keeps a shutdown within the daemon's 10 s promise.
+# Unix sockets ignore the keepalives.
+CONNECT_DEFAULTS = {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 30,
                     "keepalives_interval": 10, "keepalives_count": 3}  # fmt: skip
 
 
@@ -129,6 +129,7 @@ class PgConnection:
         self._conn = _connect(url)
         self._lost_transaction = False  # the connection broke while a transaction was open
         self._replacing = threading.Lock()
+        self._closed = False
 
     @property
     def raw(self):
@@ -152,8 +153,11 @@ class PgConnection:
         conn = self._conn
         if not (conn.broken or conn.closed):
             return conn
+        import psycopg
+
+        if self._closed:  # by close(): as sqlite3's, a closed connection stays closed
+            raise psycopg.InterfaceError("the connection is closed")
         if self._lost_transaction:
-            import psycopg
 
             ending = _ENDS.match(sql)
             if ending:
@@ -218,6 +222,7 @@ class PgConnection:
         return self._run(sql, run)
 
     def close(self) -> None:
+        self._closed = True
         self._conn.close()
 
 
