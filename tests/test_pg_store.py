@@ -15,6 +15,7 @@ session's shared one.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -432,3 +433,22 @@ def test_prune_and_maintain(postgres_url: str) -> None:
         assert not c.in_transaction
     finally:
         store.close()
+
+
+@pytest.mark.bench_smoke
+def test_bench_backends_quick() -> None:
+    """bench/backends.py still runs end to end (its figures are not asserted)."""
+    done = subprocess.run([sys.executable, "bench/backends.py", "--quick", "--json"], cwd=REPO,
+                          env=child_env(), capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    res = json.loads(done.stdout)
+    assert res["demo"]["sqlite"]["items"] == res["demo"]["postgresql"]["items"] > 0
+    assert (
+        res["local"]["sqlite"]["cold"]["items"]
+        == res["local"]["postgresql"]["cold"]["items"]
+        == 1000
+    )
+    assert (
+        res["write_path"]["items"] == 1000
+        and res["write_path"]["postgresql"]["server_cpu_us_per_item"] > 0
+    )
