@@ -91,3 +91,19 @@ def db_target(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> P
     if backend == "sqlite":
         return tmp_path / "agg.db"
     return request.getfixturevalue("postgres_url")
+
+
+# #17 part 2 (the write path on PostgreSQL): the daemon rig on each backend.
+
+
+@pytest.fixture
+def backend_rig(tmp_path: Path, feed_server: FeedServer, db_target: Path | str):
+    """`rig` (tests/test_daemon.py: Rig) with its database on `db_target`: the test runs
+    once on an SQLite file, once on a fresh PostgreSQL database."""
+    from test_daemon import Rig
+
+    r = Rig(tmp_path, feed_server, db_target)
+    try:
+        yield r
+    finally:
+        r.close()

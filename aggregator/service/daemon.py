@@ -237,7 +237,18 @@ class Daemon:
                     self.server.base_url if self.server else None)  # fmt: skip
         except OSError as exc:
             log.error("cannot write the digest to %s: %s", self.config.settings.digest_path, exc)
+        except self.store.Error as exc:
+            self._gave_way(exc)
+            self._republish = True  # once the database answers again
         self._update_health()
+
+    def _gave_way(self, exc: Exception) -> None:
+        """A job beside the poll (publishing, prune, maintain) met the database down: the
+        outage is recorded (said once; the tick's probe ends it) and the job stops, rather
+        than raise out of the scheduler, a traceback per run. Other errors raise."""
+        if not is_outage(exc):
+            raise exc
+        self.pipeline.outage.record_failure(exc, self.store.name, time.monotonic(), utcnow())
 
     def _page_query(self, where: PageFilter) -> DigestSnapshot:
         """The web page's filters, in a server worker thread, on a connection of its own."""
@@ -267,8 +278,11 @@ class Daemon:
             if not self._database_still_there():
                 return
             cutoff = utcnow() - timedelta(seconds=self.config.settings.retention)
-            items, clusters = prune(self.store, cutoff)
-            self.pipeline.clusterer.load(self.store, utcnow())
+            try:
+                items, clusters = prune(self.store, cutoff)
+                self.pipeline.clusterer.load(self.store, utcnow())
+            except self.store.Error as exc:
+                return self._gave_way(exc)
             log.info("pruned %d items and %d emptied clusters first seen before %s; "
                      "dedup index rebuilt", items, clusters, iso(cutoff))  # fmt: skip
             if items:
@@ -280,7 +294,10 @@ class Daemon:
         async with self._busy:
             if not self._database_still_there():
                 return
-            maintain(self.store)
+            try:
+                maintain(self.store)
+            except self.store.Error as exc:
+                return self._gave_way(exc)
             self.publish()
 
     # ------------------------------------------------------------ life cycle

@@ -265,23 +265,19 @@ class Store:
     def _open_postgres(cls, url: str, migrations_dir: Path) -> Store:
         import psycopg
 
-        from .postgres import PgConnection
+        from .postgres import PgConnection, explain
 
         try:
             conn = PgConnection(url)
         except psycopg.Error as exc:
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise StoreError(
-                f"{safe_url(url)}: cannot connect to PostgreSQL ({reason}); check the URL, that the "
-                "server is running and that this user may connect"
-            ) from None
+            raise StoreError(explain(url, exc)) from None
         store = cls(conn, url, POSTGRES)
         store.Error = psycopg.Error
         try:
             store._migrate_postgres(migrations_dir)
         except psycopg.Error as exc:
             conn.close()
-            raise StoreError(f"{safe_url(url)}: database error: {exc}") from None
+            raise StoreError(explain(url, exc)) from None
         except StoreError:
             conn.close()
             raise
@@ -382,11 +378,16 @@ class Store:
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
-        """A consistent read of several queries while the daemon writes."""
+        """A consistent read of several queries while the daemon writes. A read that failed
+        ends with a ROLLBACK (on a connection that broke there is nothing to commit)."""
         self.conn.execute(self.dialect.begin_read)
         try:
             yield
-        finally:
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        else:
             self.conn.execute("COMMIT")
 
     def schema_version(self) -> int:

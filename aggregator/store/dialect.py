@@ -26,6 +26,7 @@ class Dialect:
     least: str
     defer_foreign_keys: str  # foreign keys checked at commit, for this transaction
     index_search: str  # adds the waiting items with id <= ? to the full-text index
+    id_type: str  # the column type of an id in a table of our own (temporary tables)
     migrate_lock_key: int = MIGRATE_LOCK_KEY
 
 
@@ -43,6 +44,7 @@ SQLITE = Dialect(
     index_search="""INSERT INTO items_fts (rowid, title, text)
                     SELECT id, title, text FROM items
                     WHERE id IN (SELECT item_id FROM search_pending WHERE item_id <= ?)""",
+    id_type="INTEGER",  # 64-bit; as INTEGER PRIMARY KEY, the table's rowid
 )
 
 POSTGRES = Dialect(
@@ -61,4 +63,5 @@ POSTGRES = Dialect(
                     SELECT id, search_document(title, text) FROM items
                     WHERE id IN (SELECT item_id FROM search_pending WHERE item_id <= ?)
                     ON CONFLICT (item_id) DO UPDATE SET doc = excluded.doc""",
+    id_type="BIGINT",  # INTEGER is 32-bit here; the schema's ids are BIGINT
 )
