@@ -158,7 +158,6 @@ class PgConnection:
         if self._closed:  # by close(): as sqlite3's, a closed connection stays closed
             raise psycopg.InterfaceError("the connection is closed")
         if self._lost_transaction:
-
             ending = _ENDS.match(sql)
             if ending:
                 self._lost_transaction = False
