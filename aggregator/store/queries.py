@@ -13,7 +13,7 @@ from ..errors import AggregatorError
 from ..timeutil import from_iso
 from .database import Store
 from .ranking import story_score
-from .search import catch_up, explain, fts_query, is_query_error, match_ids_sql
+from .search import catch_up, explain, is_query_error, match_condition
 
 
 @dataclass(frozen=True)
@@ -114,8 +114,9 @@ def _filter_sql(store: Store, where: ClusterFilter | None) -> tuple[str, list]:
         )
         args.extend(feed_ids)
     if where.query:
-        sql += f" AND EXISTS (SELECT 1 FROM items i WHERE i.cluster_id = c.id AND {match_ids_sql()})"
-        args.append(fts_query(where.query))
+        match, match_args = match_condition(store, where.query)
+        sql += f" AND EXISTS (SELECT 1 FROM items i WHERE i.cluster_id = c.id AND {match})"
+        args.extend(match_args)
     return sql, args
 
 
