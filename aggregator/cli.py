@@ -498,9 +498,10 @@ def cmd_stats(args, config: Config) -> int:
         [("feeds", f["total"]), *((f"feeds {k}", f[k]) for k in ("ok", "failing", "dead", "new", "inactive")),
          ("items", data["items"]), ("clusters", data["clusters"]),
          ("duplicates removed today", d["today"]), ("duplicates removed 7d", d["7d"]),
-         ("duplicates removed all", d["all"]),
-         ("database size", size(db["bytes"])), ("database file", size(db["db_bytes"])),
-         ("database wal", size(db["wal_bytes"]))],
+         ("duplicates removed all", d["all"]), ("database size", size(db["bytes"])),
+         # an SQLite file and its WAL; PostgreSQL has no WAL of one database to show
+         *(() if db["wal_bytes"] is None else
+           (("database file", size(db["db_bytes"])), ("database wal", size(db["wal_bytes"]))))],
     )  # fmt: skip
     heading("Largest stories of the last 24 h")
     print_table(

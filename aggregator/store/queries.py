@@ -13,7 +13,7 @@ from ..errors import AggregatorError
 from ..timeutil import from_iso
 from .database import Store
 from .ranking import story_score
-from .search import catch_up, explain, fts_query, is_query_error, match_ids_sql
+from .search import catch_up, explain, is_query_error, match_condition
 
 
 @dataclass(frozen=True)
@@ -114,20 +114,32 @@ def _filter_sql(store: Store, where: ClusterFilter | None) -> tuple[str, list]:
         )
         args.extend(feed_ids)
     if where.query:
-        sql += f" AND EXISTS (SELECT 1 FROM items i WHERE i.cluster_id = c.id AND {match_ids_sql()})"
-        args.append(fts_query(where.query))
+        match, match_args = match_condition(store, where.query)
+        sql += f" AND EXISTS (SELECT 1 FROM items i WHERE i.cluster_id = c.id AND {match})"
+        args.extend(match_args)
     return sql, args
 
 
+def ascii_lower(text: str) -> str:
+    """`text` with A-Z as a-z only: what SQLite's lower() does, and PostgreSQL's on the
+    schema's COLLATE "C" columns. Applied to a value in Python, it compares with lower()
+    of a column on both backends alike (PostgreSQL's lower() of a parameter would follow
+    the database's locale and fold "É" too)."""
+    return text.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def find_feeds(store: Store, name_or_url: str) -> list[int]:
-    """Ids of the feeds called `name_or_url` (feeds.yaml name or the feed's own title, any
-    case) or at that URL; an AggregatorError naming the fix when there is none."""
+    """Ids of the feeds called `name_or_url` (feeds.yaml name or the feed's own title, A-Z
+    in any case) or at that URL; an AggregatorError naming the fix when there is none."""
     ids = [
         r[0]
         for r in store.conn.execute(
-            """SELECT id FROM feeds WHERE url = ? OR lower(name) = lower(?)
-               OR (name IS NULL AND lower(title) = lower(?)) ORDER BY id""",
-            (name_or_url, name_or_url, name_or_url),
+            """SELECT id FROM feeds WHERE url = ? OR lower(name) = ?
+               OR (name IS NULL AND lower(title) = ?) ORDER BY id""",
+            (name_or_url, ascii_lower(name_or_url), ascii_lower(name_or_url)),
         )
     ]
     if not ids:
@@ -330,9 +342,9 @@ def digest_clusters(
             )
             args.extend(match_args)
     if query:
-        contains = store.dialect.contains.format("lower(i.title)", "lower(?)")
+        contains = store.dialect.contains.format("lower(i.title)", "?")
         sql += f" AND EXISTS (SELECT 1 FROM items i WHERE i.cluster_id = c.id AND {contains})"
-        args.append(query)
+        args.append(ascii_lower(query))
     now = now or since
     with store.snapshot():
         scored = [
