@@ -5,6 +5,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from backends import BACKENDS
 from feedserver import FeedServer
 from pgserver import PostgresServer
 
@@ -77,7 +78,6 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
 
 # The two store backends. A test that takes `db_target` runs once on each: an SQLite file
 # in its tmp_path, then a fresh PostgreSQL database (--db / Store.open take either).
-BACKENDS = ("sqlite", "postgresql")
 
 
 @pytest.fixture(params=BACKENDS)

@@ -31,7 +31,7 @@ from html import escape
 from pathlib import Path
 
 import pytest
-from conftest import BACKENDS
+from backends import BACKENDS
 from feedserver import FeedServer
 from pgserver import PostgresServer
 
