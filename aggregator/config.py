@@ -80,6 +80,10 @@ class Settings:
     check_every: float = 5.0  # how often the daemon looks for due feeds
     digest_path: str = "db/digest.xml"
     http: str = "127.0.0.1:8080"  # where the daemon serves the digest; "off" disables
+    # PostgreSQL, several workers (aggregator/store/leases.py): how long a worker's claim on
+    # a due feed lasts. It is renewed every third of it while the worker runs, so it only
+    # matters when a worker dies: its feeds wait this long, then another worker takes them.
+    lease: float = 600.0
     dedup: DedupSettings = field(default_factory=DedupSettings)
     digest: DigestSettings = field(default_factory=DigestSettings)
 
@@ -118,7 +122,7 @@ class Config:
         return feed.interval if feed.interval is not None else self.settings.interval
 
 
-_DURATION_SETTINGS = {"interval", "timeout", "connect_timeout", "retention", "check_every"}
+_DURATION_SETTINGS = {"interval", "timeout", "connect_timeout", "retention", "check_every", "lease"}
 _SIZE_SETTINGS = {"max_bytes"}
 _INT_SETTINGS = {"concurrency", "per_host", "max_redirects", "parse_workers"}
 _DEDUP_DURATIONS = {"window"}

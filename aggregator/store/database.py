@@ -452,6 +452,9 @@ class Store:
     def update_feed_state(self, feed_id: int, **columns) -> None:
         """Fetch state after one attempt (etag, status, error count, next fetch time...)."""
         values = {k: iso(v) if isinstance(v, datetime) else v for k, v in columns.items()}
+        if "next_fetch_at" in values:  # a result: any claim on the feed ends (store/leases.py)
+            values.setdefault("lease_owner", None)
+            values.setdefault("lease_until", None)
         assignments = ", ".join(f"{k} = ?" for k in values)
         self.conn.execute(
             f"UPDATE feeds SET {assignments} WHERE id = ?", (*values.values(), feed_id)
