@@ -258,6 +258,8 @@ class Rig:
     def entries(self, fmt: str = "json") -> dict[str, dict]:
         """The served digest's entries by id: {id: {"title", "summary"[, "sources"]}}."""
         response = self.http.get(f"/digest.{fmt}")
+        if response.status_code == 503 and "being built" in response.text:
+            return {}  # a worker that just took the publisher's part: ask again
         assert response.status_code == 200, response.text
         return parse_entries(fmt, response.content)
 

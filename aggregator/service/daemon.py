@@ -465,6 +465,8 @@ class Daemon:
             # the database is unreachable: the part stays as it is (a publisher keeps serving
             # the last digest, /healthz says failing) until the lock can be asked again
             log.debug("publisher lock not checked: %s", exc)
+            if self.publishing and self._health_stale:
+                self._update_health(lock.store)  # the outage, from memory: no query needed
             return
         if not holding:
             if self.publishing:
