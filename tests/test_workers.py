@@ -515,3 +515,29 @@ def test_lease_is_a_duration_setting(tmp_path: Path) -> None:
     assert parse_config("", tmp_path / "f.yaml").settings.lease == 600
     with pytest.raises(ConfigError, match="settings.lease"):
         parse_config("settings:\n  lease: 0s\n", tmp_path / "f.yaml")
+
+
+# ---------------------------------------------------------------- bench/scale_out.py
+
+
+@pytest.mark.bench_smoke
+def test_scale_out_bench_quick() -> None:
+    """bench/scale_out.py --quick runs end to end (figures are not asserted, counts are)."""
+    done = subprocess.run(
+        [sys.executable, "bench/scale_out.py", "--quick", "--json"],
+        cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert (report["feeds"], report["entries"], report["quick"]) == (200, 20, True)
+    rows = {(r["backend"], r["workers"], r["phase"]): r for r in report["rows"]}
+    assert set(rows) == {(b, n, p) for b, n in (("sqlite", 1), ("postgresql", 1), ("postgresql", 2))
+                         for p in ("cold", "steady")}  # fmt: skip
+    for (backend, n, phase), r in rows.items():
+        assert r["items"] == (200 * 20 if phase == "cold" else 20 * 5), r  # churn: 10% gain 5
+        assert sum(r["shares"]) == 200 and len(r["shares"]) == n and r["poll_errors"] == 0, r
+        assert r["wall_s"] > 0 and r["worker_cpu_s"] > 0 and r["cpu_ms_per_item"] > 0, r
+        if backend == "sqlite":
+            assert r["lock_wait_s"] is None and r["pg_cpu_s"] is None, r
+        else:
+            assert r["lock_wait_s"] >= 0 and r["pg_cpu_s"] > 0, r
