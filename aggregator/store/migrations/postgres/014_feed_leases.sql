@@ -3,4 +3,4 @@
 ALTER TABLE feeds ADD COLUMN lease_owner TEXT COLLATE "C";
 ALTER TABLE feeds ADD COLUMN lease_until TEXT COLLATE "C";
 CREATE INDEX feeds_due ON feeds (next_fetch_at, id) WHERE active = 1 AND status != 'dead';
-CREATE INDEX feeds_leased ON feeds (lease_owner) WHERE lease_owner IS NOT NULL;
+CREATE INDEX feeds_leased ON feeds (lease_owner, id) WHERE lease_owner IS NOT NULL;  -- ends with id, as SQLite's end with the rowid
