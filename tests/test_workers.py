@@ -475,6 +475,22 @@ def test_claims_are_disjoint_end_with_the_lease_and_are_released(
     assert leases.renew(store, "a", later) == 0
 
 
+def test_a_worker_claims_its_own_leftover_leases_again(store: Store, tmp_path: Path) -> None:
+    """A batch whose writes and release failed (the server stopped mid-batch) left its
+    feeds leased to its worker for a whole lease (10 minutes): after a short outage the
+    story that waited was not stored (CI, twice). Its worker takes them back at once;
+    others still wait for the lease."""
+    config = parse_config("feeds:\n  - https://example.com/a.xml\n  - https://example.com/b.xml\n",
+                          tmp_path / "feeds.yaml")  # fmt: skip
+    store.sync_feeds(config, utcnow())
+    now = utcnow()
+    store.conn.execute("UPDATE feeds SET next_fetch_at = ?", (iso(now),))
+    assert len(leases.claim(store, "a", now, 600, 10)) == 2  # then its writes and release fail
+    assert leases.claim(store, "b", now, 600, 10) == []
+    again = leases.claim(store, "a", now, 600, 10)
+    assert len(again) == 2 and leases.leases(store) == {"a": 2}
+
+
 def test_a_prune_that_removes_nothing_keeps_the_dedup_index(store: Store, tmp_path: Path) -> None:
     """The daily prune rebuilt the index even when nothing was old enough to go (12 s at
     100,000 items on PostgreSQL, with the daemon's polling waiting meanwhile)."""

@@ -9,8 +9,10 @@ never queues behind a feed's write. Writing a feed's result moves its next fetch
 clears its lease (Store.update_feed_state), so a finished feed is neither due nor shown as
 held. While a batch runs its worker renews its leases every third of the lease, so a batch
 slowed by slow hosts keeps them; whatever the batch did not write (a shutdown, an outage)
-is released when it ends. A worker that dies keeps its leases until they end; then any
-other worker claims those feeds. So each feed is fetched by one worker per due time, and a
+is released when it ends. If that release fails too (the database went away mid-batch),
+the worker claims its own leftovers again at once when the database is back: a worker
+claims only between its batches, so a feed it holds then is one it is not polling. A
+worker that dies keeps its leases until they end; then any other worker claims those feeds. So each feed is fetched by one worker per due time, and a
 crash delays a feed by at most one lease. Times are the workers' clocks, like every next
 fetch time: the hosts must agree on the time (NTP) to well within a lease.
 
@@ -44,7 +46,8 @@ KEEPALIVE = "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keep
 CLAIM = """WITH due AS MATERIALIZED (
                SELECT id FROM feeds
                WHERE active = 1 AND status != 'dead' AND next_fetch_at IS NOT NULL
-                 AND next_fetch_at <= ? AND (lease_until IS NULL OR lease_until <= ?)
+                 AND next_fetch_at <= ?
+                 AND (lease_until IS NULL OR lease_until <= ? OR lease_owner = ?)
                ORDER BY next_fetch_at, id LIMIT ? {skip_locked})
            UPDATE feeds SET lease_owner = ?, lease_until = ?
            WHERE id IN (SELECT id FROM due)
@@ -58,12 +61,12 @@ def worker_id(host: str | None = None, pid: int | None = None) -> str:
 
 
 def claim(store: Store, owner: str, now: datetime, lease: float, limit: int) -> list[FeedRow]:
-    """Up to `limit` due feeds nobody holds (or whose lease ended), now held by `owner`
+    """Up to `limit` due feeds nobody else holds (or whose lease ended), now held by `owner`
     until `now + lease`, those due first first. One statement: its own transaction."""
     stamp = iso(now)
     rows = store.query(
         CLAIM.format(skip_locked=store.dialect.skip_locked),
-        [stamp, stamp, limit, owner, iso(now + timedelta(seconds=lease))],
+        [stamp, stamp, owner, limit, owner, iso(now + timedelta(seconds=lease))],
     )
     feeds = [_feed_row(r) for r in rows]
     return sorted(feeds, key=lambda f: (f.next_fetch_at, f.id))  # RETURNING keeps no order
