@@ -1,5 +1,6 @@
-"""Bytes -> RawFeed. Format detection, then feedparser (RSS 0.9x/1.0/2.0, Atom 0.3/1.0)
-or our JSON Feed 1.0/1.1 reader, which feedparser lacks.
+"""Bytes -> RawFeed. Format detection, then our lxml fast path for well-formed RSS/Atom
+(fastparse.py), feedparser for every other RSS 0.9x/1.0/2.0 and Atom 0.3/1.0 document, or
+our JSON Feed 1.0/1.1 reader, which feedparser lacks.
 
 Nothing here touches the network or the database; a document that yields no entries comes
 back as a RawFeed with `error` set, never as an exception.
@@ -16,6 +17,7 @@ from typing import Any
 import feedparser
 
 from ..records import RawEntry, RawFeed
+from .fastparse import parse_well_formed
 from .feed_values import clean_str, struct_to_datetime, ttl_seconds, without_lone_surrogates
 
 # We turn HTML into text ourselves, and the digest sanitises what it publishes, so
@@ -209,8 +211,10 @@ def parse_json_feed(body: bytes) -> RawFeed:
 
 
 def parse_feed(body: bytes, headers: Mapping[str, str] | None = None) -> RawFeed:
-    """Any supported feed document; the format is detected from headers and content."""
+    """Any supported feed document; the format is detected from headers and content.
+    Well-formed RSS/Atom takes the fast path (lxml, fastparse.py), which gives what
+    feedparser gives; feedparser reads everything else."""
     headers = headers or {}
     if looks_like_json_feed(body, headers):
         return parse_json_feed(body)
-    return parse_xml_feed(body, headers)
+    return parse_well_formed(body, headers) or parse_xml_feed(body, headers)
