@@ -162,6 +162,11 @@ def test_a_plain_feed_takes_the_fast_path_and_gives_feedparsers_entries(data_dir
             {},
         ),
         (
+            "an element name feedparser files as a date",
+            _rss("<item><title>a</title><date>2024</date></item>"),
+            {},
+        ),
+        (
             "a text node past libxml2's 10 MB limit",
             _rss(f"<item><title>a</title><description>{'x' * 10_500_000}</description></item>"),
             {},

@@ -98,8 +98,10 @@ def _feedparser_entry(e: Mapping[str, Any]) -> RawEntry:
     content, content_is_html = max(bodies, key=lambda b: len(b[0]))
     author = e.get("author_detail", {}).get("name") if isinstance(e.get("author_detail"), Mapping) else None
     # feedparser copies the published date into `updated_parsed` when a feed has no
-    # <updated>; only a real one counts (dict membership, not .get, skips the fallback)
-    updated = e["updated_parsed"] if "updated" in e.keys() else None  # noqa: SIM118
+    # <updated>; only a real one counts (dict membership and dict.get skip the fallback).
+    # An element named <date> sets `updated` alone: then there is no updated date (its
+    # FeedParserDict lookup raised KeyError and failed the whole feed).
+    updated = dict.get(e, "updated_parsed") if "updated" in e.keys() else None  # noqa: SIM118
     return RawEntry(
         guid=clean_str(e.get("id")),
         link=clean_str(e.get("link")),
