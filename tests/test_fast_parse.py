@@ -269,3 +269,24 @@ def test_the_fast_paths_parser_expands_nothing_and_fetches_nothing(tmp_path: Pat
             assert "SECRET-MARKER" not in text and "REMOTE-MARKER" not in text, case
             assert "lollollol" not in text and len(text) < 10_000, case
         assert server.hits("/evil.dtd") == 0, "the fast path's parser fetched an external DTD"
+
+
+# ---------------------------------------------------------------- the benchmark still runs
+
+
+@pytest.mark.bench_smoke
+def test_ingest_cpu_bench_quick() -> None:
+    """bench/ingest_cpu.py --quick as a subprocess (as tests/test_bench_smoke.py runs the
+    others): it runs, every workload document takes the fast path, figures are positive."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "bench/ingest_cpu.py", "--quick", "--json"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["items"] == 20 * 50 and result["fast_path_documents"] == 20, result
+    assert all(v > 0 for v in result["us_per_item"].values()), result
