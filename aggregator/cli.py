@@ -319,7 +319,8 @@ def _feed_sites(config: Config, db: str | None) -> dict:
     from .config import database_path
     from .errors import StoreError
 
-    if not database_path(config, db).is_file():
+    target = database_path(config, db)
+    if isinstance(target, Path) and not target.is_file():
         return {}
     try:
         with open_store(config, db) as store:
@@ -497,9 +498,10 @@ def cmd_stats(args, config: Config) -> int:
         [("feeds", f["total"]), *((f"feeds {k}", f[k]) for k in ("ok", "failing", "dead", "new", "inactive")),
          ("items", data["items"]), ("clusters", data["clusters"]),
          ("duplicates removed today", d["today"]), ("duplicates removed 7d", d["7d"]),
-         ("duplicates removed all", d["all"]),
-         ("database size", size(db["bytes"])), ("database file", size(db["db_bytes"])),
-         ("database wal", size(db["wal_bytes"]))],
+         ("duplicates removed all", d["all"]), ("database size", size(db["bytes"])),
+         # an SQLite file and its WAL; PostgreSQL has no WAL of one database to show
+         *(() if db["wal_bytes"] is None else
+           (("database file", size(db["db_bytes"])), ("database wal", size(db["wal_bytes"]))))],
     )  # fmt: skip
     heading("Largest stories of the last 24 h")
     print_table(

@@ -80,6 +80,10 @@ class Settings:
     check_every: float = 5.0  # how often the daemon looks for due feeds
     digest_path: str = "db/digest.xml"
     http: str = "127.0.0.1:8080"  # where the daemon serves the digest; "off" disables
+    # PostgreSQL, several workers (aggregator/store/leases.py): how long a worker's claim on
+    # a due feed lasts. It is renewed every third of it while the worker runs, so it only
+    # matters when a worker dies: its feeds wait this long, then another worker takes them.
+    lease: float = 600.0
     dedup: DedupSettings = field(default_factory=DedupSettings)
     digest: DigestSettings = field(default_factory=DigestSettings)
 
@@ -118,7 +122,7 @@ class Config:
         return feed.interval if feed.interval is not None else self.settings.interval
 
 
-_DURATION_SETTINGS = {"interval", "timeout", "connect_timeout", "retention", "check_every"}
+_DURATION_SETTINGS = {"interval", "timeout", "connect_timeout", "retention", "check_every", "lease"}
 _SIZE_SETTINGS = {"max_bytes"}
 _INT_SETTINGS = {"concurrency", "per_host", "max_redirects", "parse_workers"}
 _DEDUP_DURATIONS = {"window"}
@@ -410,10 +414,13 @@ def relative_to_config(config: Config, path: str) -> Path:
     return p if p.is_absolute() else config.path.parent / p
 
 
-def database_path(config: Config, override: str | None = None) -> Path:
-    """--db, then $AGGREGATOR_DB, then settings.database (relative to the config file)."""
-    chosen = override or os.environ.get(DB_ENV)
-    if chosen:
+def database_path(config: Config, override: str | None = None) -> Path | str:
+    """--db, then $AGGREGATOR_DB, then settings.database (a file relative to the config
+    file, or a postgresql:// URL, returned as the string it is)."""
+    chosen = override or os.environ.get(DB_ENV) or config.settings.database
+    if chosen.startswith(("postgresql://", "postgres://")):
+        return chosen
+    if override or os.environ.get(DB_ENV):
         return Path(chosen)
-    db = Path(config.settings.database)
+    db = Path(chosen)
     return db if db.is_absolute() else config.path.parent / db

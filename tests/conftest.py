@@ -5,6 +5,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from backends import BACKENDS
 from feedserver import FeedServer
 from pgserver import PostgresServer
 
@@ -73,3 +74,36 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     url = postgres_server.new_database()
     yield url
     postgres_server.drop_database(url)
+
+
+# The two store backends. A test that takes `db_target` runs once on each: an SQLite file
+# in its tmp_path, then a fresh PostgreSQL database (--db / Store.open take either).
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def db_target(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Path | str:
+    """Where the test's database lives: a file path (SQLite) or a postgresql:// URL."""
+    if backend == "sqlite":
+        return tmp_path / "agg.db"
+    return request.getfixturevalue("postgres_url")
+
+
+# #17 part 2 (the write path on PostgreSQL): the daemon rig on each backend.
+
+
+@pytest.fixture
+def backend_rig(tmp_path: Path, feed_server: FeedServer, db_target: Path | str):
+    """`rig` (tests/test_daemon.py: Rig) with its database on `db_target`: the test runs
+    once on an SQLite file, once on a fresh PostgreSQL database."""
+    from test_daemon import Rig
+
+    r = Rig(tmp_path, feed_server, db_target)
+    try:
+        yield r
+    finally:
+        r.close()

@@ -1,10 +1,11 @@
-"""The real `aggregator` command as a subprocess, against the local feed server."""
+"""The real `aggregator` command as a subprocess, against the local feed server. The
+tests of a fetched database run on SQLite and on PostgreSQL (conftest.py: `db_target`);
+the others read only feeds.yaml, or are about SQLite's file (its folder)."""
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -12,13 +13,14 @@ from pathlib import Path
 
 import pytest
 from feedserver import FeedServer, Route
+from test_search_stats import sql
 
 from aggregator.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run(cfg: Path, db: Path | None, *args: str) -> subprocess.CompletedProcess[str]:
+def run(cfg: Path, db: Path | str | None, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, "-m", "aggregator", "--config", str(cfg)]
@@ -39,15 +41,16 @@ def write_config(tmp_path: Path, feeds_yaml: str) -> Path:
 
 
 @pytest.fixture
-def fetched(tmp_path: Path, feed_server: FeedServer, data_dir: Path):
-    """A config of one good and one missing feed, after one real `aggregator fetch`."""
+def fetched(tmp_path: Path, feed_server: FeedServer, data_dir: Path, db_target: Path | str):
+    """A config of one good and one missing feed, after one real `aggregator fetch` into
+    an SQLite file or a PostgreSQL database."""
     feed_server.serve_file("/news.xml", data_dir / "rss20.xml")
     good, bad = feed_server.url("/news.xml"), feed_server.url("/missing.xml")
     cfg = write_config(
         tmp_path,
         f"feeds:\n  - url: {good}\n    name: Good News\n    tags: [local, daily]\n  - {bad}\n",
     )
-    db = tmp_path / "agg.db"
+    db = db_target
     result = run(cfg, db, "fetch")
     return cfg, db, good, bad, result
 
@@ -64,9 +67,7 @@ def test_fetch_prints_per_feed_summary_and_exits_0_despite_a_failure(fetched) ->
     assert len(rows) == 2
     assert "2 feeds in" in result.stderr
     assert "4 new items" in result.stderr and "1 error\n" in result.stderr
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT count(*) FROM items").fetchone()[0] == 4
-    conn.close()
+    assert sql(db, "SELECT count(*) FROM items") == [(4,)]
 
 
 def test_feeds_list_json(fetched) -> None:
@@ -89,6 +90,17 @@ def test_feeds_list_json(fetched) -> None:
     assert "HTTP 404" in b["last_error"]
     assert b["name"] is None  # never fetched successfully: no title either
     assert isinstance(g["id"], int)
+
+
+def test_feeds_export_takes_unnamed_feeds_titles_from_the_database(fetched) -> None:
+    """OPML's text for a feed feeds.yaml does not name: the feed's own title, as stored."""
+    cfg, db, good, bad, _ = fetched
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("    name: Good News\n", ""), encoding="utf-8")
+    result = run(cfg, db, "feeds", "export")
+    assert result.returncode == 0, result.stderr
+    feeds = {o.get("xmlUrl"): o for o in ET.fromstring(result.stdout.encode()).iter("outline") if o.get("xmlUrl")}
+    assert feeds[good].get("text") == "Example News & Views"
+    assert feeds[bad].get("text") == bad  # never fetched: nothing but its URL
 
 
 def test_feeds_export_is_opml(tmp_path: Path) -> None:

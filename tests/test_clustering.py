@@ -1,8 +1,9 @@
 """The dedup stage in the pipeline: one test per clustering rule, through a real local HTTP
-server, real SQLite files and `aggregator.service.app.fetch_all` (and the real CLI at the end).
+server, a real database and `aggregator.service.app.fetch_all` (and the real CLI at the end).
 
 Feeds are RSS 2.0 documents built from the hand-written articles in tests/data/dedup/;
-each test reads the clusters back from the database the way any SQLite tool would.
+each test reads the clusters back from the database. The database is `db_target`: every
+test that stores runs on SQLite and on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -185,8 +186,8 @@ class World:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(tmp_path / "agg.db")
+def store(db_target: Path | str) -> Iterator[Store]:
+    s = Store.open(db_target)
     try:
         yield s
     finally:
@@ -647,7 +648,10 @@ def test_exact_shortcut_after_a_restart(world: World) -> None:
     world.feed("c", Entry("c1", title, as_text(paragraphs), link("wire", "x-9"), ago(3)))
     world.fetch()
     assert world.cluster_of("a", "a1") == world.cluster_of("b", "b1") == world.cluster_of("c", "c1")
-    names = {r[0] for r in world.store.conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    catalog = ("SELECT name FROM sqlite_master WHERE type = 'index'" if world.store.on_file
+               else "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")  # fmt: skip
+    names = {r[0] for r in world.store.conn.execute(catalog)}
+    assert "items_first_seen" in names  # the query sees the indexes there are
     assert not names & {"items_canonical_url", "items_content_hash"}  # migration 007
 
 
@@ -678,18 +682,18 @@ def test_running_pipeline_indexes_items_another_process_stored(world: World) -> 
 # ---------------------------------------------------------------- CLI end to end
 
 
-def run(cfg: Path, db: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run(cfg: Path, db: Path | str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "aggregator", "--config", str(cfg), "--db", str(db), *args],
         capture_output=True, text=True, timeout=120, cwd=ROOT,
     )  # fmt: skip
 
 
-def test_cli_end_to_end(world: World, tmp_path: Path) -> None:
+def test_cli_end_to_end(world: World, tmp_path: Path, db_target: Path | str) -> None:
     mixed_feeds(world)
     cfg = tmp_path / "feeds.yaml"
     world.config()  # writes cfg
-    db = tmp_path / "cli.db"
+    db = db_target  # world.store stays empty: only the CLI writes here
 
     fetched = run(cfg, db, "fetch")
     assert fetched.returncode == 0, fetched.stderr

@@ -1,7 +1,8 @@
-"""fetch -> parse -> normalise -> store through a real HTTP server and a real SQLite file.
+"""fetch -> parse -> normalise -> store through a real HTTP server and a real database.
 
-Each test builds a Config with parse_config, opens a Store in tmp_path and runs
-`aggregator.service.app.fetch_all`, then reads the database the way any SQLite tool would.
+Each test builds a Config with parse_config, opens a Store on `db_target` (an SQLite file
+in tmp_path, then a fresh PostgreSQL database: every test here runs on both backends) and
+runs `aggregator.service.app.fetch_all`, then reads the stored rows back.
 """
 
 from __future__ import annotations
@@ -36,21 +37,21 @@ def make_config(tmp_path: Path, feeds: list[Any], **settings: Any) -> Config:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(tmp_path / "agg.db")
+def store(db_target: Path | str) -> Iterator[Store]:
+    s = Store.open(db_target)
     yield s
     s.close()
 
 
 def feed_row(store: Store, url: str) -> dict[str, Any]:
-    rows = list(store.db.query("SELECT * FROM feeds WHERE url = ?", [url]))
+    rows = list(store.query("SELECT * FROM feeds WHERE url = ?", [url]))
     assert len(rows) == 1
     return rows[0]
 
 
 def items(store: Store, url: str) -> list[dict[str, Any]]:
     return list(
-        store.db.query(
+        store.query(
             "SELECT i.* FROM items i JOIN feeds f ON f.id = i.feed_id WHERE f.url = ? ORDER BY i.id",
             [url],
         )
@@ -59,11 +60,20 @@ def items(store: Store, url: str) -> list[dict[str, Any]]:
 
 def fetch_log(store: Store, url: str) -> list[dict[str, Any]]:
     return list(
-        store.db.query(
+        store.query(
             "SELECT l.* FROM fetch_log l JOIN feeds f ON f.id = l.feed_id WHERE f.url = ? ORDER BY l.id",
             [url],
         )
     )
+
+
+def searchable(store: Store, word: str) -> int:
+    """Items the full-text index finds `word` in (FTS5 on SQLite, tsvector on PostgreSQL)."""
+    if store.on_file:
+        sql = "SELECT count(*) FROM items_fts WHERE items_fts MATCH ?"
+    else:
+        sql = "SELECT count(*) FROM items_search WHERE doc @@ search_query(?)"
+    return store.conn.execute(sql, (word,)).fetchone()[0]
 
 
 def only(report: PollReport) -> FeedOutcome:
@@ -120,7 +130,7 @@ def test_first_fetch_stores_items_and_feed_state(
     assert feed_server.requests[0].headers["User-Agent"].startswith("aggregator/")
     # the run's last step put the new items in the search index (aggregator/store/migrations/sqlite/005)
     assert store.conn.execute("SELECT count(*) FROM search_pending").fetchone()[0] == 0
-    assert store.conn.execute("SELECT count(*) FROM items_fts WHERE items_fts MATCH 'amber'").fetchone()[0] == 1
+    assert searchable(store, "amber") == 1
 
 
 def test_conditional_get_gives_304_and_writes_no_rows(

@@ -1,6 +1,9 @@
 """Everyday use through the real CLI as a subprocess: `search`, `stats`, the cluster
 filters (--tag/--feed/--query), the read-only views, piped/terminal/JSON output and the
 examples in every `--help`. Feeds come from a real local HTTP server (tests/feedserver.py).
+Each test that reads or writes a database runs on SQLite and on PostgreSQL (conftest.py:
+`db_target`; the module's shared world is built once per backend), except those about an
+SQLite-only part, which say so.
 
 The world (published hours ago; first seen days ago, set after the fetch):
 
@@ -28,10 +31,13 @@ from html import escape
 from pathlib import Path
 
 import pytest
+from backends import BACKENDS
 from feedserver import FeedServer
+from pgserver import PostgresServer
 
 from aggregator.cli import build_parser
 from aggregator.store.database import Store
+from aggregator.store.postgres import to_psycopg
 from aggregator.store.search import fts_query, search
 from aggregator.store.upkeep import maintain, merge_search_segments, prune
 from aggregator.timeutil import iso, utcnow
@@ -73,7 +79,36 @@ def ago(hours: float) -> datetime:
     return utcnow() - timedelta(hours=hours)
 
 
-def run(cfg: Path, db: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def sql(db: Path | str, query: str, *args) -> list[tuple]:
+    """Rows of `query` (with ? placeholders) run on the database itself: an SQLite file or a
+    postgresql:// URL, as another tool would (committed at once)."""
+    if isinstance(db, Path):
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute(query, args).fetchall()
+        conn.close()
+        return rows
+    import psycopg
+
+    with psycopg.connect(db, autocommit=True) as conn:
+        cur = conn.execute(to_psycopg(query), args)
+        return cur.fetchall() if cur.description else []
+
+
+def indexed(store: Store, word: str) -> int:
+    """How many items the full-text index (not the waiting list) finds `word` in."""
+    if store.on_file:
+        return store.conn.execute("SELECT count(*) FROM items_fts WHERE items_fts MATCH ?", (word,)).fetchone()[0]
+    return store.conn.execute("SELECT count(*) FROM items_search WHERE doc @@ CAST(? AS tsquery)", (word,)).fetchone()[0]
+
+
+def check_fts5(store: Store) -> None:
+    """FTS5's own integrity check of items_fts against items (SQLite; PostgreSQL's index
+    is a plain table with a foreign key, kept by triggers)."""
+    if store.on_file:
+        store.conn.execute("INSERT INTO items_fts (items_fts) VALUES ('integrity-check')")
+
+
+def run(cfg: Path, db: Path | str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")}
     return subprocess.run(
         [sys.executable, "-m", "aggregator", "--config", str(cfg), "--db", str(db), *args],
@@ -81,13 +116,13 @@ def run(cfg: Path, db: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def run_json(cfg: Path, db: Path, *args: str):
+def run_json(cfg: Path, db: Path | str, *args: str):
     result = run(cfg, db, *args, "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
-def run_on_terminal(cfg: Path, db: Path, *args: str) -> str:
+def run_on_terminal(cfg: Path, db: Path | str, *args: str) -> str:
     """Output of the CLI with stdout on a pseudo-terminal (what a person sees)."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(
@@ -110,10 +145,10 @@ def run_on_terminal(cfg: Path, db: Path, *args: str) -> str:
 
 
 class World:
-    def __init__(self, tmp_path: Path, server: FeedServer):
+    def __init__(self, tmp_path: Path, server: FeedServer, db: Path | str):
         self.server = server
         self.cfg = tmp_path / "feeds.yaml"
-        self.db = tmp_path / "agg.db"
+        self.db = db  # an SQLite file or a postgresql:// URL
         bridge, rail, library = article("bridge"), article("rail_strike"), article("library_fire")
         self.feeds = {
             "wire": [("w1", *bridge, ago(5)), ("w2", *rail, ago(30)), ("w3", *library, ago(6))],
@@ -142,8 +177,7 @@ class World:
         assert "0 errors" in result.stderr, result.stderr
 
     def sql(self, query: str, *args) -> list[tuple]:
-        with sqlite3.connect(self.db) as conn:
-            return conn.execute(query, args).fetchall()
+        return sql(self.db, query, *args)
 
     def item(self, guid: str) -> int:
         return self.sql("SELECT id FROM items WHERE key = ?", guid)[0][0]
@@ -152,28 +186,35 @@ class World:
         return self.sql("SELECT cluster_id FROM items WHERE key = ?", guid)[0][0]
 
 
-def build_world(tmp_path: Path, server: FeedServer) -> World:
-    w = World(tmp_path, server)
+def build_world(tmp_path: Path, server: FeedServer, db: Path | str) -> World:
+    w = World(tmp_path, server, db)
     w.fetch()
     first_seen = {"w1": 20, "w2": 20, "w3": 20, "d1": 3, "d2": 10, "d3": 10}  # days ago
-    with sqlite3.connect(w.db) as conn:
-        for guid, days in first_seen.items():
-            at = iso(utcnow() - timedelta(days=days))
-            conn.execute("UPDATE items SET first_seen_at = ? WHERE key = ?", (at, guid))
+    for guid, days in first_seen.items():
+        w.sql("UPDATE items SET first_seen_at = ? WHERE key = ?", iso(utcnow() - timedelta(days=days)), guid)
     return w
 
 
 @pytest.fixture
-def world(tmp_path: Path, feed_server: FeedServer) -> World:
+def world(tmp_path: Path, feed_server: FeedServer, db_target: Path | str) -> World:
     """A world of its own, for tests that change it."""
-    return build_world(tmp_path, feed_server)
+    return build_world(tmp_path, feed_server, db_target)
 
 
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    """One world for the tests that only read it (each CLI call costs a process start)."""
+@pytest.fixture(scope="module", params=BACKENDS)
+def shared(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """One world per backend for the tests that only read it (each CLI call costs a process
+    start)."""
+    folder = tmp_path_factory.mktemp("shared")
+    pg: PostgresServer | None = None
+    db: Path | str = folder / "agg.db"
+    if request.param == "postgresql":
+        pg = request.getfixturevalue("postgres_server")
+        db = pg.new_database()
     with FeedServer() as server:
-        yield build_world(tmp_path_factory.mktemp("shared"), server)
+        yield build_world(folder, server, db)
+    if pg is not None:
+        pg.drop_database(str(db))
 
 
 def test_world_clusters_as_designed(shared: World) -> None:
@@ -269,6 +310,8 @@ def test_search_piped_is_tsv_and_terminal_is_highlighted_without_feed_escapes(wo
 
 
 def test_fts_follows_updated_and_pruned_items(world: World) -> None:
+    """The search index (FTS5 on SQLite, items_search on PostgreSQL) follows edits and
+    retention."""
     # the café item changes: its new words are found, its old ones no longer
     world.feeds["daily"][1] = ("d2", "Quay Lane café reopens", "<p>The dirigible parlour is back.</p>", ago(1))
     world.serve("daily")
@@ -280,7 +323,7 @@ def test_fts_follows_updated_and_pruned_items(world: World) -> None:
     try:
         assert prune(store, utcnow() - timedelta(days=15)) == (3, 1)  # w1, w2, w3; library gone
         assert search(store, "Millbrook", None) == []
-        store.conn.execute("INSERT INTO items_fts (items_fts) VALUES ('integrity-check')")
+        check_fts5(store)
     finally:
         store.close()
     hits = run_json(world.cfg, world.db, "search", "corroded")
@@ -288,7 +331,8 @@ def test_fts_follows_updated_and_pruned_items(world: World) -> None:
 
 
 def test_migration_indexes_items_stored_before_it(older_schema) -> None:
-    """A database from before full-text search is backfilled when it is opened."""
+    """A database from before full-text search is backfilled when it is opened. SQLite only:
+    PostgreSQL's schema starts at version 13, search included."""
     db, old = older_schema(2)
     store = Store.open(db, migrations_dir=old)
     try:
@@ -311,11 +355,11 @@ def test_migration_indexes_items_stored_before_it(older_schema) -> None:
         store.close()
 
 
-def test_search_index_is_filled_in_batches_and_never_misses_a_stored_item(tmp_path: Path) -> None:
+def test_search_index_is_filled_in_batches_and_never_misses_a_stored_item(db_target: Path | str) -> None:
     """Items wait in search_pending (aggregator/store/migrations/sqlite/005) until a batch indexes them; a
     search indexes what waits first, and deleting or editing a waiting item or an indexed
     one keeps the index exact."""
-    store = Store.open(tmp_path / "a.db")
+    store = Store.open(db_target)
     c = store.conn
     try:
         with store.transaction():
@@ -331,7 +375,7 @@ def test_search_index_is_filled_in_batches_and_never_misses_a_stored_item(tmp_pa
                 )  # fmt: skip
         waiting = "SELECT item_id FROM search_pending ORDER BY item_id"
         assert [r[0] for r in c.execute(waiting)] == [1, 2, 3]
-        assert c.execute("SELECT count(*) FROM items_fts WHERE items_fts MATCH 'quay'").fetchone()[0] == 0
+        assert indexed(store, "quay") == 0
         # one indexed by a batch, one deleted and one edited while waiting
         assert store.index_search(batch=1) == 3  # one item per transaction, all of them
         with store.transaction():
@@ -347,14 +391,16 @@ def test_search_index_is_filled_in_batches_and_never_misses_a_stored_item(tmp_pa
         assert found == {"walrus": [], "narwhal": [], "cormorant": [2], "puffin": [3], "gannet": [],
                          "tern": [], "skua": [5], "quay": [2, 3, 5]}  # fmt: skip
         assert c.execute(waiting).fetchall() == []  # the search indexed what waited
-        c.execute("INSERT INTO items_fts (items_fts) VALUES ('integrity-check')")
+        assert indexed(store, "quay") == 3
+        check_fts5(store)
     finally:
         store.close()
 
 
 def test_maintenance_merges_the_search_index_and_search_still_finds_everything(tmp_path: Path) -> None:
     """The write path leaves up to 16 index segments per level (aggregator/store/migrations/sqlite/008); the
-    hourly maintain() merges them in small steps, and every item stays findable."""
+    hourly maintain() merges them in small steps, and every item stays findable. SQLite
+    only: FTS5's segments (PostgreSQL's GIN index needs no merging by us)."""
     store = Store.open(tmp_path / "a.db")
     c = store.conn
     try:
@@ -385,11 +431,11 @@ def test_maintenance_merges_the_search_index_and_search_still_finds_everything(t
 
 
 def test_search_ranks_the_newest_matches_of_a_very_common_word(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    db_target: Path | str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Exact ranking while fewer items match than search.CANDIDATES; beyond that, the best
     clusters among the newest CANDIDATES matches, with those matches only."""
-    store = Store.open(tmp_path / "a.db")
+    store = Store.open(db_target)
     c = store.conn
     try:
         with store.transaction():
@@ -432,13 +478,13 @@ def test_search_ranks_the_newest_matches_of_a_very_common_word(
         store.close()
 
 
-def test_search_backlog_hint_resets_when_another_process_indexed(tmp_path: Path) -> None:
+def test_search_backlog_hint_resets_when_another_process_indexed(db_target: Path | str) -> None:
     """The daemon's count of items waiting for the index is only a hint: when a CLI
     search has indexed them meanwhile, the next index_search finds nothing and resets it
     (otherwise every later feed write would trigger a needless index run)."""
     from aggregator.records import Item
 
-    daemon = Store.open(tmp_path / "a.db")
+    daemon = Store.open(db_target)
     try:
         with daemon.transaction():
             daemon.conn.execute("INSERT INTO feeds (url, name, created_at) VALUES ('https://a.example/', 'a', '2026-01-01T00:00:00Z')")
@@ -447,7 +493,7 @@ def test_search_backlog_hint_resets_when_another_process_indexed(tmp_path: Path)
                                          text="On the quay.", author=None, published=now, updated=None,
                                          content_hash=f"h{n}") for n in range(3)], now)  # fmt: skip
         assert daemon.search_backlog == 3
-        cli = Store.open(tmp_path / "a.db")
+        cli = Store.open(db_target)
         try:
             assert cli.index_search() == 3
         finally:
@@ -473,8 +519,15 @@ def test_stats_numbers(shared: World) -> None:
     assert largest["id"] == shared.cluster("w1") and (largest["size"], largest["feeds"]) == (3, 3)
     assert largest["title"] == article("bridge")[0] and ISO_Z.match(largest["last_seen"])
     database = stats["database"]
-    assert database["db_bytes"] == shared.db.stat().st_size > 0
-    assert database["bytes"] == database["db_bytes"] + database["wal_bytes"]
+    if isinstance(shared.db, Path):  # the file and its WAL
+        assert database["path"] == str(shared.db)
+        assert database["db_bytes"] == shared.db.stat().st_size > 0
+        assert database["bytes"] == database["db_bytes"] + database["wal_bytes"]
+    else:  # pg_database_size(); the server's WAL is not one database's
+        assert database["path"] == shared.db
+        (size,) = shared.sql("SELECT pg_database_size(current_database())")[0]
+        assert database["bytes"] == database["db_bytes"] > 0 and abs(size - database["bytes"]) < 1_000_000
+        assert database["wal_bytes"] is None
     per_feed = [(f["name"], f["items"], f["republished"], f["republished_share"])
                 for f in stats["per_feed"]]  # fmt: skip
     # echo: both its stories were first reported by wire; daily: bridge and rail (not café)
@@ -504,6 +557,8 @@ def test_stats_piped_is_tsv_blocks_and_terminal_is_readable(shared: World) -> No
     metrics = dict(line.split("\t") for line in blocks[0][1:])
     assert metrics["items"] == "8" and metrics["duplicates removed all"] == "4"
     assert int(metrics["database size"]) > 0
+    # the file and its WAL on SQLite; PostgreSQL has no WAL of one database to show
+    assert ("database wal" in metrics) == ("database file" in metrics) == isinstance(shared.db, Path)
     assert ISO_Z.match(blocks[1][1].split("\t")[3])
     assert blocks[2][1].split("\t")[1:] == ["echo", "ok", "2", "2", "1.0"]
 

@@ -1,4 +1,9 @@
-"""Opening the SQLite file: migrations, idempotent reopen, WAL, and refusing what isn't ours."""
+"""Opening the SQLite file: migrations, idempotent reopen, WAL, and refusing what isn't ours.
+
+SQLite only, but for the reopen (on both backends): files, folders, PRAGMAs and the WAL
+are SQLite's. PostgreSQL's counterparts (a foreign or newer database refused, a server that
+is not there, two workers migrating at once) are in tests/test_pg_store.py.
+"""
 
 import sqlite3
 from pathlib import Path
@@ -6,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from aggregator.errors import StoreError
-from aggregator.store.database import Store, migrations
+from aggregator.store.database import MIGRATIONS_DIR, PG_MIGRATIONS_DIR, Store, migrations
 
 
 def test_migrations_create_schema(tmp_path: Path) -> None:
@@ -27,8 +32,8 @@ def test_migrations_create_schema(tmp_path: Path) -> None:
     assert rows == [(n, p.name) for n, p in migrations()]
 
 
-def test_reopen_is_idempotent(tmp_path: Path) -> None:
-    db = tmp_path / "agg.db"
+def test_reopen_is_idempotent(db_target: Path | str) -> None:
+    db = db_target
     store = Store.open(db)
     store.conn.execute(
         "INSERT INTO feeds (url, created_at) VALUES ('https://a.example.com/', '2024-01-01T00:00:00Z')"
@@ -37,9 +42,12 @@ def test_reopen_is_idempotent(tmp_path: Path) -> None:
     for _ in range(2):
         store = Store.open(db)
         try:
-            assert store.conn.execute("SELECT count(*) FROM schema_version").fetchone()[0] == len(
-                migrations()
-            )
+            applied = store.conn.execute(
+                "SELECT version FROM schema_version ORDER BY version"
+            ).fetchall()
+            folder = MIGRATIONS_DIR if store.on_file else PG_MIGRATIONS_DIR
+            assert [r[0] for r in applied] == [n for n, _ in migrations(folder)]
+            assert store.schema_version() == migrations()[-1][0]  # one number, both backends
             assert store.count("feeds") == 1
         finally:
             store.close()

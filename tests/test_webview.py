@@ -1,6 +1,8 @@
 """The web view (`GET /`): the pure renderer (escaping, links, filters) and the page the
 real daemon serves, checked over HTTP and in a real headless browser (Debian's chromium,
-installed by `make test`; the browser test skips only when no chromium can be found)."""
+installed by `make test`; the browser test skips only when no chromium can be found). The
+served page is checked with the daemon on SQLite and on PostgreSQL (`db_target`): a
+filtered page is queried from the database."""
 
 from __future__ import annotations
 
@@ -179,11 +181,12 @@ def test_select_and_parse_filter() -> None:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[Rig]:
+def served(tmp_path: Path, db_target: Path | str) -> Iterator[Rig]:
     """The real daemon on local feeds: a story two outlets carried, a singleton and a
     hostile headline; waits until the web view lists all three."""
     with FeedServer() as server:
         rig = Rig(tmp_path, server)
+        rig.db = db_target
         try:
             bridge, strike = story("bridge", "q1", hours_ago=3), story("rail_strike", "q2")
             # escaped once more so that, after the feed's own escaping, the title is plain text
@@ -213,6 +216,9 @@ def test_daemon_serves_the_web_view(served: Rig) -> None:
     assert served.http.head("/").content == b""
     assert served.http.get("/?min_size=2").text.count('<article class="story"') == 1
     assert served.http.get("/?tag=world").text.count('<article class="story"') == 2
+    strike = served.http.get("/?q=STRIKE").text  # ASCII case ignored, as on SQLite
+    assert strike.count('<article class="story"') == 1 and "1 story match" in strike
+    assert "No story matches" in served.http.get("/?q=zzz&tag=local").text
     assert "not found: try /," in served.http.get("/nope").text
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import sys
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -24,9 +25,49 @@ STORE_RETRY_MAX = 600.0  # seconds: once space is back, the daemon resumes withi
 def is_outage(exc: BaseException) -> bool:
     """A database error that says nothing about the feed being written: SQLite's
     OperationalError (disk full, I/O error, read-only, locked too long) or a bare
-    DatabaseError (a damaged file). IntegrityError and the like are bugs in one write and
-    stay that feed's error."""
-    return type(exc) in (sqlite3.OperationalError, sqlite3.DatabaseError)
+    DatabaseError (a damaged file); psycopg's OperationalError (the server is down or
+    restarting, the connection dropped, the disk is full) and a read-only transaction (a
+    standby after a failover, default_transaction_read_only). IntegrityError and the like
+    are bugs in one write and stay that feed's error."""
+    if type(exc) in (sqlite3.OperationalError, sqlite3.DatabaseError):
+        return True
+    psycopg = _psycopg()
+    return psycopg is not None and isinstance(
+        exc, (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction)
+    )
+
+
+def _psycopg():
+    """psycopg (with its errors module), if a PostgreSQL store loaded it: SQLite users
+    never import it."""
+    return sys.modules.get("psycopg")
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A PostgreSQL error that means no connection: none could be made, or it broke (no
+    SQLSTATE, or class 08), or the server is shutting down or starting (57P01-57P03)."""
+    psycopg = _psycopg()
+    if psycopg is None or not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = getattr(exc, "sqlstate", None)
+    return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+
+def advice(exc: BaseException, database: object) -> str:
+    """The outage's one message: what failed, on which database, and what to do."""
+    reason = " ".join(str(exc).split())
+    if _unreachable(exc):
+        return (f"cannot reach the database {database}: {reason}. Check that the PostgreSQL server "
+                "is running and reachable (pg_isready)")  # fmt: skip
+    psycopg = _psycopg()
+    if psycopg is not None and isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+        return (f"the database {database} takes no writes: {reason}. It is read-only (a standby "
+                "server, or default_transaction_read_only): point aggregator at the primary")  # fmt: skip
+    if psycopg is not None and isinstance(exc, psycopg.Error):
+        return (f"the database {database} refuses writes: {reason}. See the PostgreSQL server's log "
+                "(a full disk?)")  # fmt: skip
+    return (f"cannot write to the database {database}: {reason}. Free space on its disk (or fix "
+            "the file's permissions)")  # fmt: skip
 
 
 @dataclass
@@ -73,11 +114,10 @@ class StoreOutage:
 
     def record_failure(self, exc: BaseException, path: object, now: float, wall: datetime) -> None:
         """`failed`, and the episode's one message when it opens."""
-        if self.failed(str(exc), now, wall):
-            log.error("cannot write to the database %s: %s. Free space on its disk (or fix the "
-                      "file's permissions); fetching pauses, retries with backoff (up to every "
-                      "%.0f minutes) and resumes by itself once a write works; nothing stored is "
-                      "lost", path, exc, STORE_RETRY_MAX / 60)  # fmt: skip
+        if self.failed(" ".join(str(exc).split()), now, wall):
+            log.error("%s; fetching pauses, retries with backoff (up to every %.0f minutes) and "
+                      "resumes by itself once a write works; nothing stored is lost",
+                      advice(exc, path), STORE_RETRY_MAX / 60)  # fmt: skip
 
     def record_success(self) -> None:
         """`succeeded`, and the episode's closing message."""

@@ -13,7 +13,6 @@ import logging
 import multiprocessing
 import os
 import random
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -296,7 +295,7 @@ class Poller:
         loses nothing: the items stay waiting for the next batch or the next search."""
         try:
             self.store.index_search()
-        except sqlite3.Error as exc:
+        except self.store.Error as exc:
             if is_outage(exc):
                 self._writes_failed(exc)
                 return
@@ -342,7 +341,7 @@ class Poller:
             try:
                 with self.store.transaction():
                     self._record_attempt(feed, state, fetch)
-            except sqlite3.Error as exc:
+            except self.store.Error as exc:
                 if not is_outage(exc):
                     raise
                 return self._not_stored(feed, fetch, exc)
@@ -354,7 +353,7 @@ class Poller:
 
     # ------------------------------------------------------------ failed writes
 
-    def _not_stored(self, feed: FeedRow, fetch: FetchResult, exc: sqlite3.Error) -> FeedOutcome:
+    def _not_stored(self, feed: FeedRow, fetch: FetchResult, exc: Exception) -> FeedOutcome:
         """The database refused this feed's write (rolled back: nothing half-stored). The
         episode is said once (`_writes_failed`); the feed's error and backoff are recorded
         where the database still takes a small write, else they live in the outage state
@@ -363,16 +362,16 @@ class Poller:
         errors = feed.error_count + 1
         error = f"could not store what was fetched: the database refused the write ({exc})"
         delay = next_fetch_delay(self._interval(feed), error_count=errors)
-        with contextlib.suppress(sqlite3.Error), self.store.transaction():
+        with contextlib.suppress(self.store.Error), self.store.transaction():
             self.store.update_feed_state(
                 feed.id, status="error", last_fetch_at=fetch.fetched_at, error_count=errors,
                 last_error=error, next_fetch_at=self.clock() + timedelta(seconds=delay),
             )  # fmt: skip
         return FeedOutcome(feed=feed, status="error", error=error, elapsed=fetch.elapsed, not_stored=True)
 
-    def _writes_failed(self, exc: sqlite3.Error) -> None:
+    def _writes_failed(self, exc: Exception) -> None:
         self._writes_failing = True  # the feeds of this poll not yet fetched wait
-        self.outage.record_failure(exc, self.store.path, time.monotonic(), self.clock())
+        self.outage.record_failure(exc, self.store.name, time.monotonic(), self.clock())
 
     def _wrote(self) -> None:
         self.outage.record_success()
@@ -400,7 +399,7 @@ class Poller:
             with self.store.transaction():
                 for feed, state, fetch in waiting:
                     self._record_attempt(feed, state, fetch)
-        except sqlite3.Error as exc:
+        except self.store.Error as exc:
             # the fetches happened; only their bookkeeping is lost, so those feeds are
             # simply due again (their next fetch time was not moved)
             if is_outage(exc):
@@ -474,7 +473,7 @@ class Poller:
         except BaseException as exc:
             if self.clusters:
                 self.clusters.rollback()
-            if isinstance(exc, sqlite3.Error) and is_outage(exc):
+            if isinstance(exc, self.store.Error) and is_outage(exc):
                 return self._not_stored(feed, fetch, exc)
             raise
         if self.clusters:

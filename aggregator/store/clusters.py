@@ -14,7 +14,7 @@ from .database import Store
 # before migration 011 the link is a key, and the content hash where there is any text.
 _INDEXED_COLUMNS = """i.id, i.cluster_id, i.first_seen_at, s.kind, s.size, s.lede_size, s.full, s.lede,
     i.canonical_url, i.content_hash, i.feed_id, i.title, s.paragraphs,
-    coalesce(s.exact_keys, 2 | (length(i.text) > 0))"""
+    coalesce(s.exact_keys, CASE WHEN length(i.text) > 0 THEN 3 ELSE 2 END)"""
 
 
 class ClusterStore:
@@ -61,8 +61,11 @@ class ClusterStore:
             blob = paragraphs.astype("<u4").tobytes() if len(paragraphs) else None
             rows.append((item_id, sig.kind, sig.size, sig.lede_size, full, lede, blob, flags))
         self.conn.executemany(
-            "INSERT OR REPLACE INTO signatures (item_id, kind, size, lede_size, full, lede, "
-            "paragraphs, exact_keys) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            """INSERT INTO signatures (item_id, kind, size, lede_size, "full", lede, paragraphs, exact_keys)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (item_id) DO UPDATE SET kind = excluded.kind, size = excluded.size,
+                 lede_size = excluded.lede_size, "full" = excluded."full", lede = excluded.lede,
+                 paragraphs = excluded.paragraphs, exact_keys = excluded.exact_keys""",
             rows,
         )
 
@@ -91,6 +94,7 @@ class ClusterStore:
         """Recompute size, distinct feeds, first/last seen and representative (earliest
         member) of each cluster from its members (plus any pruned ones); delete clusters
         left empty."""
+        greatest, least = self.store.dialect.greatest, self.store.dialect.least
         for cid in sorted(set(cluster_ids)):
             stats = self.conn.execute(
                 """SELECT count(*), count(DISTINCT feed_id), min(published_at), max(published_at)
@@ -107,10 +111,10 @@ class ClusterStore:
             count, feeds, first, last = stats
             # after pruning, counts and first-seen remember the members that are gone
             self.conn.execute(
-                """UPDATE clusters SET
+                f"""UPDATE clusters SET
                        size = ? + pruned,
-                       feed_count = CASE WHEN pruned > 0 THEN max(feed_count, ?) ELSE ? END,
-                       first_seen = CASE WHEN pruned > 0 THEN min(first_seen, ?) ELSE ? END,
+                       feed_count = CASE WHEN pruned > 0 THEN {greatest}(feed_count, ?) ELSE ? END,
+                       first_seen = CASE WHEN pruned > 0 THEN {least}(first_seen, ?) ELSE ? END,
                        last_seen = ?, representative_id = ?, updated_at = ? WHERE id = ?""",
                 (count, feeds, feeds, first, first, last, rep, iso(now), cid),
             )
@@ -119,7 +123,7 @@ class ClusterStore:
         """Forget every cluster (for a full recluster; inside its transaction). Clusters go
         first, foreign keys checked at commit: unmarking their members then costs one
         statement per cluster, not a re-mark of the cluster per item (aggregator/store/migrations/sqlite/006)."""
-        self.conn.execute("PRAGMA defer_foreign_keys = ON")  # until this transaction ends
+        self.conn.execute(self.store.dialect.defer_foreign_keys)  # until this transaction ends
         self.conn.execute("DELETE FROM clusters")
         self.conn.execute("UPDATE items SET cluster_id = NULL, similarity = NULL")
 
@@ -138,7 +142,7 @@ def bump_index_writes(store: Store) -> int:
     new count."""
     row = store.conn.execute(
         """INSERT INTO meta (key, value) VALUES ('index_writes', '1')
-           ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1 RETURNING value"""
+           ON CONFLICT (key) DO UPDATE SET value = CAST(meta.value AS INTEGER) + 1 RETURNING value"""
     ).fetchone()
     return int(row[0])
 
@@ -153,5 +157,5 @@ def bump_cluster_generation(store: Store) -> None:
     """After a recluster or a prune: every process rebuilds its dedup index."""
     store.conn.execute(
         """INSERT INTO meta (key, value) VALUES ('cluster_generation', '1')
-           ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"""
+           ON CONFLICT (key) DO UPDATE SET value = CAST(meta.value AS INTEGER) + 1"""
     )

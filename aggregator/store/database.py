@@ -1,9 +1,15 @@
-"""SQLite storage: feeds, items, clusters, signatures, fetch log.
+"""Storage: feeds, items, clusters, signatures, fetch log, on SQLite or PostgreSQL.
 
-The database is a plain SQLite file (WAL mode, busy timeout) that the daemon writes while
-CLI readers and tools like `sqlite3` or Datasette read it. The schema lives in
-aggregator/store/migrations/sqlite/NNN_*.sql, applied in order on open and recorded in `schema_version`.
+SQLite (the default) is a plain file (WAL mode, busy timeout) that the daemon writes while
+CLI readers and tools like `sqlite3` or Datasette read it. PostgreSQL (`--db
+postgresql://...`, store/postgres.py) is for several workers on one database. The schema
+lives in store/migrations/<backend>/NNN_*.sql, applied in order on open and recorded in
+`schema_version`; a number means the same schema on both backends.
+
 Each feed's result is written in one transaction, so a crash never leaves half a feed.
+Write transactions run one at a time on both backends: SQLite's write lock, PostgreSQL's
+transaction-level advisory lock (store/dialect.py), so what the writer reads (the next
+ids, the index counters, the cluster of a copy) cannot change under it.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,8 +30,11 @@ from ..config import Config, database_path
 from ..errors import StoreError
 from ..records import FeedSite, Item
 from ..timeutil import from_iso, iso, utcnow
+from .dialect import POSTGRES, SQLITE, Dialect
+from .postgres import is_postgres_url, safe_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations" / "sqlite"
+PG_MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations" / "postgres"
 BUSY_TIMEOUT_MS = 30_000
 WAL_PAGES = 10_000
 CACHE_KIB = 65_536  # page cache per connection (64 MB); allocated as used
@@ -117,23 +127,46 @@ def open_store(config: Config, db_override: str | None = None, create_folder: bo
 class Store:
     """The one object that reads and writes the database."""
 
-    def __init__(self, db: sqlite_utils.Database, path: Path):
-        self.db = db
-        self.path = path
-        self.conn: sqlite3.Connection = db.conn
+    def __init__(self, conn, path: Path | str, dialect: Dialect = SQLITE, db: sqlite_utils.Database | None = None):
+        self.conn = conn  # sqlite3.Connection, or store.postgres.PgConnection (the same calls)
+        self.path = path  # the SQLite file, or the PostgreSQL URL
+        self.dialect = dialect
+        self.db = db  # sqlite-utils' view of an SQLite file (None on PostgreSQL)
+        # the exception class of this backend's driver (sqlite3.Error or psycopg.Error)
+        self.Error: type[Exception] = sqlite3.Error
         # items this connection stored since the search index last caught up: a hint for
         # when to index (it may overcount after a rollback until the next index_search)
         self.search_backlog = 0
-        self.identity = _file_identity(path)
+        self.identity = _file_identity(path) if dialect is SQLITE else None
+        self.lock_wait = 0.0  # seconds spent waiting for the write lock (PostgreSQL)
+
+    @property
+    def on_file(self) -> bool:
+        """Whether this is an SQLite file (which can be deleted, copied, checkpointed)."""
+        return self.dialect is SQLITE
+
+    @property
+    def name(self) -> str:
+        """The database as messages name it (a URL without its password)."""
+        return str(self.path) if self.on_file else safe_url(str(self.path))
+
+    def query(self, sql: str, params: Sequence = ()) -> list[dict]:
+        """Rows as dicts."""
+        if self.db is not None:
+            return list(self.db.query(sql, params))
+        return self.conn.query(sql, params)
 
     # ------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, path: str | Path, *, migrations_dir: Path = MIGRATIONS_DIR, create_folder: bool = False) -> Store:
+    def open(cls, path: str | Path, *, migrations_dir: Path | None = None, create_folder: bool = False) -> Store:
         """Open (creating if needed) and migrate. Fails with a StoreError that names the
         file and the fix, and never writes to a database it cannot use. `create_folder`:
         a first `fetch` or `run` with --db ~/y/d.db makes ~/y, as it makes the file; a
         read-only command does not make a folder for an empty database."""
+        if is_postgres_url(str(path)):
+            return cls._open_postgres(str(path), migrations_dir or PG_MIGRATIONS_DIR)
+        migrations_dir = migrations_dir or MIGRATIONS_DIR
         path = Path(path)
         if create_folder:
             try:
@@ -156,7 +189,8 @@ class Store:
             )
         except sqlite3.Error as exc:
             raise StoreError(_explain_db_error(path, exc)) from None
-        store = cls(sqlite_utils.Database(conn), path)
+        db = sqlite_utils.Database(conn)
+        store = cls(conn, path, SQLITE, db)
         try:
             store._check_and_migrate(migrations_dir)
         except sqlite3.DatabaseError as exc:
@@ -227,13 +261,78 @@ class Store:
                 c.execute("ROLLBACK")
             raise
 
+    @classmethod
+    def _open_postgres(cls, url: str, migrations_dir: Path) -> Store:
+        import psycopg
+
+        from .postgres import PgConnection, explain
+
+        try:
+            conn = PgConnection(url)
+        except psycopg.Error as exc:
+            raise StoreError(explain(url, exc)) from None
+        store = cls(conn, url, POSTGRES)
+        store.Error = psycopg.Error
+        try:
+            store._migrate_postgres(migrations_dir)
+        except psycopg.Error as exc:
+            conn.close()
+            raise StoreError(explain(url, exc)) from None
+        except StoreError:
+            conn.close()
+            raise
+        return store
+
+    def _migrate_postgres(self, migrations_dir: Path) -> None:
+        """As on SQLite; the migrations run under an advisory lock, so workers starting
+        together apply them once."""
+        c = self.conn
+        known = migrations(migrations_dir)
+        latest = known[-1][0] if known else 0
+        c.execute("BEGIN")
+        try:
+            c.execute(f"SELECT pg_advisory_xact_lock({POSTGRES.migrate_lock_key})")
+            has_version = c.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()[0]
+            current = 0
+            if has_version:
+                current = c.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
+            elif c.execute(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()"
+            ).fetchone()[0]:
+                raise StoreError(
+                    f"{self.name}: is a PostgreSQL database with other tables, not an aggregator one; "
+                    "create an empty database for aggregator (createdb aggregator)"
+                )
+            if current > latest:
+                raise StoreError(
+                    f"{self.name}: database schema version {current} is newer than this "
+                    f"aggregator understands ({latest}); upgrade aggregator"
+                )
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version ("
+                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            for number, path in known:
+                if number > current:
+                    c.execute(path.read_text(encoding="utf-8"))
+                    c.execute(
+                        "INSERT INTO schema_version VALUES (?, ?, ?)", (number, path.name, iso(utcnow()))
+                    )
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
+
     def close(self) -> None:
         self.conn.close()
 
     def check_file(self) -> None:
         """StoreError if the file at our path is no longer the one we opened: deleted (we
         would write on into the unlinked file, and the next CLI call would make an empty
-        one) or replaced (restored from a backup, moved)."""
+        one) or replaced (restored from a backup, moved). PostgreSQL: nothing to check."""
+        if not self.on_file:
+            return
         now = _file_identity(self.path)
         if now == self.identity:
             return
@@ -255,9 +354,19 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """One write transaction (BEGIN IMMEDIATE: take the write lock up front, so a busy
-        database waits instead of failing half-way)."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        """One write transaction, holding the write lock from the start (SQLite: BEGIN
+        IMMEDIATE; PostgreSQL: an advisory lock), so a busy database waits instead of
+        failing half-way and two writers never interleave."""
+        self.conn.execute(self.dialect.begin_write)
+        if self.dialect.write_lock:
+            waited = time.perf_counter()
+            try:
+                self.conn.execute(self.dialect.write_lock)
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+            self.lock_wait += time.perf_counter() - waited
         try:
             yield
         except BaseException:
@@ -269,11 +378,16 @@ class Store:
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
-        """A consistent read of several queries while the daemon writes."""
-        self.conn.execute("BEGIN")
+        """A consistent read of several queries while the daemon writes. A read that failed
+        ends with a ROLLBACK (on a connection that broke there is nothing to commit)."""
+        self.conn.execute(self.dialect.begin_read)
         try:
             yield
-        finally:
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        else:
             self.conn.execute("COMMIT")
 
     def schema_version(self) -> int:
@@ -316,7 +430,7 @@ class Store:
 
     def feeds(self, active_only: bool = False) -> list[FeedRow]:
         sql = "SELECT * FROM feeds" + (" WHERE active = 1" if active_only else "") + " ORDER BY id"
-        return [_feed_row(r) for r in self.db.query(sql)]
+        return [_feed_row(r) for r in self.query(sql)]
 
     def feed_sites(self) -> dict[str, FeedSite]:
         """Each stored feed's own title and site link by URL (`feeds export`: OPML's
@@ -329,7 +443,7 @@ class Store:
     def feed_summaries(self) -> list[dict]:
         """Feeds with their item counts, for `feeds list`."""
         return list(
-            self.db.query(
+            self.query(
                 """SELECT f.*, (SELECT count(*) FROM items i WHERE i.feed_id = f.id) AS items
                    FROM feeds f ORDER BY f.active DESC, f.id"""
             )
@@ -338,6 +452,9 @@ class Store:
     def update_feed_state(self, feed_id: int, **columns) -> None:
         """Fetch state after one attempt (etag, status, error count, next fetch time...)."""
         values = {k: iso(v) if isinstance(v, datetime) else v for k, v in columns.items()}
+        if "next_fetch_at" in values:  # a result: any claim on the feed ends (store/leases.py)
+            values.setdefault("lease_owner", None)
+            values.setdefault("lease_until", None)
         assignments = ", ".join(f"{k} = ?" for k in values)
         self.conn.execute(
             f"UPDATE feeds SET {assignments} WHERE id = ?", (*values.values(), feed_id)
@@ -417,25 +534,20 @@ class Store:
         while True:
             with self.transaction():
                 upto = self.conn.execute(
-                    "SELECT max(item_id) FROM (SELECT item_id FROM search_pending ORDER BY item_id LIMIT ?)",
+                    "SELECT max(item_id) FROM (SELECT item_id FROM search_pending ORDER BY item_id LIMIT ?) AS waiting",
                     (batch,),
                 ).fetchone()[0]
                 if upto is None:
                     self.search_backlog = 0  # nothing waits, whoever indexed it
                     return done
-                self.conn.execute(
-                    """INSERT INTO items_fts (rowid, title, text)
-                       SELECT id, title, text FROM items
-                       WHERE id IN (SELECT item_id FROM search_pending WHERE item_id <= ?)""",
-                    (upto,),
-                )
+                self.conn.execute(self.dialect.index_search, (upto,))
                 done += self.conn.execute("DELETE FROM search_pending WHERE item_id <= ?", (upto,)).rowcount
 
     def search_waiting(self) -> bool:
         return self.conn.execute("SELECT EXISTS (SELECT 1 FROM search_pending)").fetchone()[0] == 1
 
     def count(self, table: str) -> int:
-        return self.conn.execute(f"SELECT count(*) FROM [{table}]").fetchone()[0]
+        return self.conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
 
 
 def _split_sql(script: str) -> list[str]:
@@ -466,7 +578,7 @@ def due_feeds(store: Store, now: datetime) -> list[FeedRow]:
     """Active, not dead feeds whose next fetch time has come."""
     return [
         _feed_row(r)
-        for r in store.db.query(
+        for r in store.query(
             """SELECT * FROM feeds WHERE active = 1 AND status != 'dead'
                AND next_fetch_at IS NOT NULL AND next_fetch_at <= ? ORDER BY next_fetch_at""",
             [iso(now)],

@@ -13,7 +13,7 @@ from ..errors import AggregatorError
 from ..timeutil import from_iso
 from .database import Store
 from .ranking import story_score
-from .search import catch_up, explain, fts_query, is_query_error, match_ids_sql
+from .search import catch_up, explain, is_query_error, match_condition
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def _filter_sql(store: Store, where: ClusterFilter | None) -> tuple[str, list]:
     if where.tags:
         match, match_args = tags_sql(where.tags)
         sql += (
-            " AND EXISTS (SELECT 1 FROM items i JOIN feeds f ON f.id = i.feed_id, json_each(f.tags) t"
+            f" AND EXISTS (SELECT 1 FROM items i JOIN feeds f ON f.id = i.feed_id, {store.dialect.json_values.format('f.tags')}"
             f" WHERE i.cluster_id = c.id AND {match})"
         )
         args.extend(match_args)
@@ -114,20 +114,32 @@ def _filter_sql(store: Store, where: ClusterFilter | None) -> tuple[str, list]:
         )
         args.extend(feed_ids)
     if where.query:
-        sql += f" AND EXISTS (SELECT 1 FROM items i WHERE i.cluster_id = c.id AND {match_ids_sql()})"
-        args.append(fts_query(where.query))
+        match, match_args = match_condition(store, where.query)
+        sql += f" AND EXISTS (SELECT 1 FROM items i WHERE i.cluster_id = c.id AND {match})"
+        args.extend(match_args)
     return sql, args
 
 
+def ascii_lower(text: str) -> str:
+    """`text` with A-Z as a-z only: what SQLite's lower() does, and PostgreSQL's on the
+    schema's COLLATE "C" columns. Applied to a value in Python, it compares with lower()
+    of a column on both backends alike (PostgreSQL's lower() of a parameter would follow
+    the database's locale and fold "É" too)."""
+    return text.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def find_feeds(store: Store, name_or_url: str) -> list[int]:
-    """Ids of the feeds called `name_or_url` (feeds.yaml name or the feed's own title, any
-    case) or at that URL; an AggregatorError naming the fix when there is none."""
+    """Ids of the feeds called `name_or_url` (feeds.yaml name or the feed's own title, A-Z
+    in any case) or at that URL; an AggregatorError naming the fix when there is none."""
     ids = [
         r[0]
         for r in store.conn.execute(
-            """SELECT id FROM feeds WHERE url = ? OR lower(name) = lower(?)
-               OR (name IS NULL AND lower(title) = lower(?)) ORDER BY id""",
-            (name_or_url, name_or_url, name_or_url),
+            """SELECT id FROM feeds WHERE url = ? OR lower(name) = ?
+               OR (name IS NULL AND lower(title) = ?) ORDER BY id""",
+            (name_or_url, ascii_lower(name_or_url), ascii_lower(name_or_url)),
         )
     ]
     if not ids:
@@ -325,13 +337,14 @@ def digest_clusters(
         if wanted:
             match, match_args = tags_sql(wanted)
             sql += (
-                " AND EXISTS (SELECT 1 FROM items i JOIN feeds f ON f.id = i.feed_id, json_each(f.tags) t"
+                f" AND EXISTS (SELECT 1 FROM items i JOIN feeds f ON f.id = i.feed_id, {store.dialect.json_values.format('f.tags')}"
                 f" WHERE i.cluster_id = c.id AND {match})"
             )
             args.extend(match_args)
     if query:
-        sql += " AND EXISTS (SELECT 1 FROM items i WHERE i.cluster_id = c.id AND instr(lower(i.title), lower(?)))"
-        args.append(query)
+        contains = store.dialect.contains.format("lower(i.title)", "?")
+        sql += f" AND EXISTS (SELECT 1 FROM items i WHERE i.cluster_id = c.id AND {contains})"
+        args.append(ascii_lower(query))
     now = now or since
     with store.snapshot():
         scored = [
@@ -344,7 +357,8 @@ def digest_clusters(
 
 def feed_tags(store: Store) -> list[str]:
     """Every tag of the feeds followed (the page's tag menu)."""
-    rows = store.conn.execute("SELECT DISTINCT t.value FROM feeds f, json_each(f.tags) t WHERE f.active = 1")
+    tags = store.dialect.json_values.format("f.tags")
+    rows = store.conn.execute(f"SELECT DISTINCT t.value FROM feeds f, {tags} WHERE f.active = 1")
     return sorted(str(r[0]) for r in rows)
 
 
@@ -379,7 +393,7 @@ def cluster_tags(store: Store, cluster_ids: list[int]) -> dict[int, frozenset[st
     marks = ",".join("?" * len(cluster_ids))
     for cid, tag in store.conn.execute(
         f"""SELECT DISTINCT i.cluster_id, t.value
-            FROM items i JOIN feeds f ON f.id = i.feed_id, json_each(f.tags) t
+            FROM items i JOIN feeds f ON f.id = i.feed_id, {store.dialect.json_values.format('f.tags')}
             WHERE i.cluster_id IN ({marks})""",
         cluster_ids,
     ):

@@ -1,5 +1,10 @@
 """`aggregator stats`: what the database holds and how much duplication it removed.
-Plain records out, computed in one read snapshot; `now` is passed in."""
+Plain records out, computed in one read snapshot; `now` is passed in.
+
+Every figure means the same on both backends but the database's size: an SQLite file and
+its WAL file; a PostgreSQL database's pg_database_size() (tables, indexes, TOAST, what
+VACUUM has not yet given back), with no WAL figure: the server's WAL is shared by every
+database on it, so it is None (null in JSON)."""
 
 from __future__ import annotations
 
@@ -70,9 +75,9 @@ class Stats:
     duplicates_7d: int
     duplicates_all: int
     largest: tuple[ClusterSize, ...]  # most members, active in the last 24 h
-    db_path: Path
+    db_path: Path | str  # the SQLite file, or the PostgreSQL URL without its password
     db_bytes: int
-    wal_bytes: int
+    wal_bytes: int | None  # None on PostgreSQL
     per_feed: tuple[FeedStats, ...]  # highest republished share first
 
     def to_json(self) -> dict:
@@ -90,7 +95,7 @@ class Stats:
                  "last_seen": iso(c.last_seen)}
                 for c in self.largest
             ],
-            "database": {"path": str(self.db_path), "bytes": self.db_bytes + self.wal_bytes,
+            "database": {"path": str(self.db_path), "bytes": self.db_bytes + (self.wal_bytes or 0),
                          "db_bytes": self.db_bytes, "wal_bytes": self.wal_bytes},
             "per_feed": [
                 {"id": s.id, "name": s.name, "url": s.url, "state": s.state, "items": s.items,
@@ -128,6 +133,7 @@ def compute(store: Store, now: datetime) -> Stats:
                 (iso(now - LARGEST_WINDOW), LARGEST_COUNT),
             )
         )
+        db_bytes, wal_bytes = _sizes(store)
         per_feed = [
             FeedStats(fid, name, url, _STATE.get(status, status) if active else "inactive",
                       count, republished or 0)  # fmt: skip
@@ -146,21 +152,29 @@ def compute(store: Store, now: datetime) -> Stats:
         duplicates_7d=week,
         duplicates_all=total,
         largest=largest,
-        db_path=store.path,
-        db_bytes=_size(store.path),
-        wal_bytes=_size(store.path.with_name(store.path.name + "-wal")),
+        db_path=store.path if store.on_file else store.name,
+        db_bytes=db_bytes,
+        wal_bytes=wal_bytes,
         per_feed=tuple(per_feed),
     )
 
 
 def _duplicates_since(store: Store, since: datetime) -> int:
     """Items marked duplicate first seen since `since`, from the partial index of
-    aggregator/store/migrations/sqlite/006 (never the full first-seen index: that reads every item's row)."""
+    aggregator/store/migrations/sqlite/006 (never the full first-seen index: that reads every
+    item's row). SQLite is told which index; PostgreSQL's planner picks it by itself."""
+    indexed = " INDEXED BY items_duplicate_seen" if store.on_file else ""
     return store.conn.execute(
-        "SELECT count(*) FROM items INDEXED BY items_duplicate_seen"
-        " WHERE duplicate = 1 AND first_seen_at >= ?",
+        f"SELECT count(*) FROM items{indexed} WHERE duplicate = 1 AND first_seen_at >= ?",
         (iso(since),),
     ).fetchone()[0]
+
+
+def _sizes(store: Store) -> tuple[int, int | None]:
+    """(The database's bytes, its WAL's bytes or None where there is no WAL of its own)."""
+    if not store.on_file:
+        return store.conn.execute("SELECT pg_database_size(current_database())").fetchone()[0], None
+    return _size(store.path), _size(store.path.with_name(store.path.name + "-wal"))
 
 
 def _size(path: Path) -> int:

@@ -21,9 +21,8 @@ def prune(store: Store, before: datetime) -> tuple[int, int]:
     cutoff = iso(before)
     c = store.conn
     with store.transaction():
-        c.execute(
-            """CREATE TEMP TABLE IF NOT EXISTS doomed (id INTEGER PRIMARY KEY, cluster_id INTEGER)"""
-        )
+        ids = store.dialect.id_type
+        c.execute(f"CREATE TEMP TABLE IF NOT EXISTS doomed (id {ids} PRIMARY KEY, cluster_id {ids})")
         c.execute("DELETE FROM doomed")
         c.execute(
             "INSERT INTO doomed SELECT id, cluster_id FROM items WHERE first_seen_at < ?", (cutoff,)
@@ -55,7 +54,15 @@ def prune(store: Store, before: datetime) -> tuple[int, int]:
 
 def maintain(store: Store) -> None:
     """Periodic upkeep: refresh the query planner's statistics, merge the full-text
-    index's segments a little, fold the WAL back."""
+    index's segments a little, fold the WAL back. PostgreSQL's autovacuum does the like by
+    itself, when its thresholds are crossed; the hourly ANALYZE keeps the planner's
+    statistics fresh after a big poll anyway, and folding the search index's pending list
+    (the GIN index's counterpart of FTS5's segments) keeps searches from reading it whole.
+    Neither waits for a writer's transaction nor makes one wait."""
+    if not store.on_file:
+        store.conn.execute("ANALYZE")
+        store.conn.execute("SELECT gin_clean_pending_list('items_search_doc'::regclass)")
+        return
     store.conn.execute("PRAGMA optimize")
     merge_search_segments(store)
     store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
