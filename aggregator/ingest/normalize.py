@@ -7,7 +7,6 @@ tested with plain strings.
 from __future__ import annotations
 
 import hashlib
-import html
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -16,71 +15,11 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..records import Item, RawEntry
+from .html_text import html_to_text
 
 # ---------------------------------------------------------------- text
-
-# Every pattern here is linear in the input: hostile markup (thousands of unclosed
-# "<!--" or "<script") must not stall a parse worker.
-# (the leading "<" outside the group lets the regex engine skip ahead to each "<")
-_HIDDEN_START = re.compile(r"<(?:!--|(script|style|noscript|template|iframe|object|svg|head)\b)", re.I)
-_BLOCK_TAGS = re.compile(
-    r"</?(p|div|br|li|ul|ol|h[1-6]|blockquote|pre|tr|table|section|article|header|footer"
-    r"|figure|figcaption|hr|dd|dt|dl)\b[^<>]*>",
-    re.IGNORECASE,
-)
-_TAG = re.compile(r"<[^<>]*>")
-# (with the bidi embeddings, overrides and isolates, U+202A-202E and U+2066-2069, which can
-# reorder what a reader sees, and the noncharacters U+FFFE and U+FFFF)
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff\ufffe\uffff]")
-# Terminal escape sequences (CSI ... final byte, OSC ... BEL/ST): removed whole, not just
-# their ESC byte, so no "[31m" debris is left in titles.
-_ESCAPE_SEQUENCES = re.compile(r"(\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|(\x1b\]|\x9d)[^\x07\x1b\x9c]{0,512}(\x07|\x1b\\|\x9c)?|\x1b[@-_]")
-
-
-def _remove_hidden(s: str) -> str:
-    """Comments and elements whose content is never text (script, style, ...), found with
-    str.find; an unclosed one hides everything after it, as in a browser."""
-    lower = s.lower()
-    out, pos = [], 0
-    while m := _HIDDEN_START.search(lower, pos):
-        out.append(s[pos : m.start()])
-        if m.group(1):
-            close = lower.find("</" + m.group(1), m.end())
-            end = lower.find(">", close) + 1 if close >= 0 else 0
-        else:
-            close = lower.find("-->", m.end())
-            end = close + 3 if close >= 0 else 0
-        if end <= 0:
-            return "".join(out)
-        out.append(" ")
-        pos = end
-    out.append(s[pos:])
-    return "".join(out)
-
-
-def html_to_text(markup: str | None, is_html: bool = True) -> str:
-    """Plain text of an HTML fragment: tags and scripts gone, entities decoded, Unicode NFC,
-    runs of spaces folded, one newline between paragraphs. Text declared plain (is_html
-    False) keeps its angle brackets and ampersands and is only cleaned and folded."""
-    if not markup:
-        return ""
-    s = markup
-    if is_html:
-        if "<" in s:
-            s = _remove_hidden(s.replace("<![CDATA[", "").replace("]]>", ""))
-            s = _BLOCK_TAGS.sub("\n", s)
-            s = _TAG.sub("", s)
-        if "&" in s:
-            # Twice: feeds often double-escape (&amp;amp;); text never needs a literal "&amp;".
-            s = html.unescape(html.unescape(s))
-    s = s.replace("\r", "\n").replace("\xa0", " ")
-    if "\x1b" in s or "\x9b" in s or "\x9d" in s:
-        s = _ESCAPE_SEQUENCES.sub("", s)
-    s = _CONTROL.sub("", s)
-    s = unicodedata.normalize("NFC", s)
-    # runs of spaces folded, lines stripped, blank lines dropped; str.split() does in C
-    # what a regex did one position at a time (~50 us per 2,000-character text)
-    return "\n".join(line for line in (" ".join(raw.split()) for raw in s.split("\n")) if line)
+# html_to_text lives in html_text.py (the HTML parser and the tidying of its text); it is
+# imported here because every caller reads normalised text through this module.
 
 
 def _tidy_lines(s: str) -> str:

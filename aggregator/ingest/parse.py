@@ -1,5 +1,6 @@
-"""Bytes -> RawFeed. Format detection, then feedparser (RSS 0.9x/1.0/2.0, Atom 0.3/1.0)
-or our JSON Feed 1.0/1.1 reader, which feedparser lacks.
+"""Bytes -> RawFeed. Format detection, then our lxml fast path for well-formed RSS/Atom
+(fastparse.py), feedparser for every other RSS 0.9x/1.0/2.0 and Atom 0.3/1.0 document, or
+our JSON Feed 1.0/1.1 reader, which feedparser lacks.
 
 Nothing here touches the network or the database; a document that yields no entries comes
 back as a RawFeed with `error` set, never as an exception.
@@ -7,7 +8,6 @@ back as a RawFeed with `error` set, never as an exception.
 
 from __future__ import annotations
 
-import calendar
 import json
 import re
 from collections.abc import Mapping
@@ -17,6 +17,8 @@ from typing import Any
 import feedparser
 
 from ..records import RawEntry, RawFeed
+from .fastparse import parse_well_formed
+from .feed_values import clean_str, struct_to_datetime, ttl_seconds, without_lone_surrogates
 
 # We turn HTML into text ourselves, and the digest sanitises what it publishes, so
 # feedparser's own sanitiser and URI resolution are wasted work (about 2.4x slower).
@@ -43,15 +45,6 @@ def looks_like_json_feed(body: bytes, headers: Mapping[str, str]) -> bool:
     return head.startswith(b"{")
 
 
-def _struct_to_datetime(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromtimestamp(calendar.timegm(value), tz=UTC)
-    except (OverflowError, ValueError, OSError, TypeError):
-        return None
-
-
 def _iso_to_datetime(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value.strip():
         return None
@@ -60,26 +53,6 @@ def _iso_to_datetime(value: Any) -> datetime | None:
     except ValueError:
         return None
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-
-
-def _str(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        value = str(value)
-    value = without_lone_surrogates(value.strip())
-    return value or None
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def without_lone_surrogates(text: str) -> str:
-    """Surrogate pairs (a JSON "\\ud83d\\ude00") joined into their character, lone halves
-    replaced by U+FFFD: a lone one cannot be stored or written as UTF-8."""
-    if not _SURROGATE.search(text):
-        return text
-    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 # A character reference to a UTF-16 surrogate (`&#55357;`, `&#xD83D;`), as Java escapers
@@ -125,27 +98,21 @@ def _feedparser_entry(e: Mapping[str, Any]) -> RawEntry:
     content, content_is_html = max(bodies, key=lambda b: len(b[0]))
     author = e.get("author_detail", {}).get("name") if isinstance(e.get("author_detail"), Mapping) else None
     # feedparser copies the published date into `updated_parsed` when a feed has no
-    # <updated>; only a real one counts (dict membership, not .get, skips the fallback)
-    updated = e["updated_parsed"] if "updated" in e.keys() else None  # noqa: SIM118
+    # <updated>; only a real one counts (dict membership and dict.get skip the fallback).
+    # An element named <date> sets `updated` alone: then there is no updated date (its
+    # FeedParserDict lookup raised KeyError and failed the whole feed).
+    updated = dict.get(e, "updated_parsed") if "updated" in e.keys() else None  # noqa: SIM118
     return RawEntry(
-        guid=_str(e.get("id")),
-        link=_str(e.get("link")),
-        title=_str(e.get("title")),
+        guid=clean_str(e.get("id")),
+        link=clean_str(e.get("link")),
+        title=clean_str(e.get("title")),
         content=content or None,
-        author=_str(author) or _str(e.get("author")),
-        published=_struct_to_datetime(e.get("published_parsed") or e.get("created_parsed")),
-        updated=_struct_to_datetime(updated),
+        author=clean_str(author) or clean_str(e.get("author")),
+        published=struct_to_datetime(e.get("published_parsed") or e.get("created_parsed")),
+        updated=struct_to_datetime(updated),
         title_is_html=_is_html(e.get("title_detail")),
         content_is_html=content_is_html,
     )
-
-
-def _ttl(value: Any) -> float | None:
-    try:
-        minutes = float(str(value).strip())
-    except (TypeError, ValueError):
-        return None
-    return minutes * 60 if minutes > 0 else None
 
 
 def parse_xml_feed(body: bytes, headers: Mapping[str, str]) -> RawFeed:
@@ -173,9 +140,9 @@ def parse_xml_feed(body: bytes, headers: Mapping[str, str]) -> RawFeed:
             return RawFeed(format=version, error=f"feed could not be parsed: {problem}")
     return RawFeed(
         format=version,
-        title=_str(feed.get("title")),
-        link=_str(feed.get("link")),
-        ttl=_ttl(feed.get("ttl")),
+        title=clean_str(feed.get("title")),
+        link=clean_str(feed.get("link")),
+        ttl=ttl_seconds(feed.get("ttl")),
         entries=entries,
         warning=f"malformed feed, entries recovered: {problem}" if problem and entries else None,
     )
@@ -184,10 +151,10 @@ def parse_xml_feed(body: bytes, headers: Mapping[str, str]) -> RawFeed:
 def _json_author(item: Mapping[str, Any]) -> str | None:
     authors = item.get("authors")
     if isinstance(authors, list) and authors and isinstance(authors[0], dict):
-        return _str(authors[0].get("name"))
+        return clean_str(authors[0].get("name"))
     author = item.get("author")
     if isinstance(author, dict):
-        return _str(author.get("name"))
+        return clean_str(author.get("name"))
     return None
 
 
@@ -224,9 +191,9 @@ def parse_json_feed(body: bytes) -> RawFeed:
         )  # fmt: skip
         entries.append(
             RawEntry(
-                guid=_str(item.get("id")),
-                link=_str(item.get("url")) or _str(item.get("external_url")),
-                title=_str(item.get("title")),
+                guid=clean_str(item.get("id")),
+                link=clean_str(item.get("url")) or clean_str(item.get("external_url")),
+                title=clean_str(item.get("title")),
                 content=content,
                 author=_json_author(item),
                 published=_iso_to_datetime(item.get("date_published")),
@@ -236,18 +203,20 @@ def parse_json_feed(body: bytes) -> RawFeed:
             )
         )
     if not entries:
-        return RawFeed(format=version, title=_str(doc.get("title")), error="the JSON Feed has no items")
+        return RawFeed(format=version, title=clean_str(doc.get("title")), error="the JSON Feed has no items")
     return RawFeed(
         format=version,
-        title=_str(doc.get("title")),
-        link=_str(doc.get("home_page_url")),
+        title=clean_str(doc.get("title")),
+        link=clean_str(doc.get("home_page_url")),
         entries=tuple(entries),
     )
 
 
 def parse_feed(body: bytes, headers: Mapping[str, str] | None = None) -> RawFeed:
-    """Any supported feed document; the format is detected from headers and content."""
+    """Any supported feed document; the format is detected from headers and content.
+    Well-formed RSS/Atom takes the fast path (lxml, fastparse.py), which gives what
+    feedparser gives; feedparser reads everything else."""
     headers = headers or {}
     if looks_like_json_feed(body, headers):
         return parse_json_feed(body)
-    return parse_xml_feed(body, headers)
+    return parse_well_formed(body, headers) or parse_xml_feed(body, headers)
