@@ -592,7 +592,9 @@ def test_default_process_pool_and_one_failure_does_not_stop_others(
     assert config.settings.parse_workers == 2
     report = fetch_all(config, store)
     by_url = {o.feed.url: o for o in report.outcomes}
-    assert [by_url[u].status for u in urls] == ["new", "new", "new", "error"]
+    assert [by_url[u].status for u in urls] == ["new", "new", "new", "error"], {
+        u: o.error for u, o in by_url.items()
+    }
     assert (report.new_items, report.errors) == (9, 1)
     rows = items(store, urls[0])
     assert rows[2]["canonical_url"] == "https://sports.example.com/2024/03/10/tennis-qualifier"
