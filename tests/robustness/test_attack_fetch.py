@@ -443,3 +443,26 @@ def test_not_modified_answers_keep_their_connection() -> None:
     connections = len({port for ports in seen.seen.values() for port in ports})
     record("connections for a warm poll of 12 feeds on one host (per_host 2)", str(connections))
     assert connections <= 2
+
+
+def test_idle_connections_to_many_hosts_stay_within_the_keep_alive_limit() -> None:
+    """The transport keeps a pool per origin; of the origins with nothing in flight, at
+    most settings.concurrency keep their connections, the least recently used closing
+    first. A poll over thousands of hosts must not hold a socket open to each."""
+    seen = Connections()
+    settings = Settings(http="off", concurrency=2, per_host=2, timeout=5, connect_timeout=2)
+    with EvilServer() as a, EvilServer() as b, EvilServer() as c:
+        urls = {name: server.route(f"/{name}.xml", answer(seen, b"", status=304))
+                for name, server in (("a", a), ("b", b), ("c", c))}  # fmt: skip
+
+        async def run():
+            async with make_client(settings) as client:
+                fetcher = Fetcher(client, settings)
+                for name in ("a", "b", "c", "b", "a"):
+                    await fetcher.fetch(urls[name], etag='"v1"')
+
+        asyncio.run(run())
+    b_first, b_again = seen.seen["/b.xml"]
+    a_first, a_again = seen.seen["/a.xml"]
+    assert b_again == b_first  # among the two most recent: kept and reused
+    assert a_again != a_first  # the least recently used when c came: closed
