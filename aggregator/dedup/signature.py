@@ -214,7 +214,7 @@ class Signer:
         """Sets out[i] for the items pairs[i] of `run` that sign() would sign with
         _sign_with_lede, the same way: word hashes of all the texts joined, the word
         n-grams that lie inside one item, then one hash matrix per MINHASH_BLOCK rows
-        with the minima taken per item (and per lede) by reduceat."""
+        with the minima taken per item by reduceat, and a small one of the ledes' rows."""
         s, n = self.settings, self.settings.shingle_words
         pieces = [piece for i in run for piece in pairs[i]]  # title, text, title, text ...
         codes = np.frombuffer(" ".join(pieces).encode("utf-32-le", "surrogatepass"), np.uint32)
@@ -262,14 +262,11 @@ class Signer:
         combined = combined.take(concat_runs(first[items], rows))
         sequence = ((combined ^ (combined >> np.uint64(32))) & np.uint64(0xFFFFFFFF)).astype(U32)
         lede_start = row_start + start[items]
-        lede_end = lede_start + lede_rows
 
         hv = self._fmix(sequence, 32)
         a, b = self._full
         e = len(items)
         full = np.empty((e, len(a)), dtype=U32)
-        lede = np.empty((e, s.lede_num_perm), dtype=U32)
-        sizes = np.empty(2 * e, dtype=np.int64)  # distinct shingles: full texts, then ledes
         cut = np.append(row_start, row_end[-1])
         i = 0
         while i < e:  # items i..j-1: whole items, at most MINHASH_BLOCK rows
@@ -280,15 +277,16 @@ class Signer:
                 np.multiply.outer(a, hv[r0:r1], out=phv)
                 phv += b[:, None]
             full[i:j] = np.minimum.reduceat(phv, row_start[i:j] - r0, axis=1).T
-            # reduceat over (start, end) pairs: the even columns are the ledes (an end
-            # index equal to the row count is left out, the last run goes to the end)
-            ends = np.stack([lede_start[i:j], lede_end[i:j]], axis=1).ravel() - r0
-            if ends[-1] == r1 - r0:
-                ends = ends[:-1]
-            lede[i:j] = np.minimum.reduceat(phv[: s.lede_num_perm], ends, axis=1)[:, ::2].T
-            sizes[i:j] = distinct_rows(sequence, row_start[i:j], rows[i:j])
-            sizes[e + i : e + j] = distinct_rows(sequence, lede_start[i:j], lede_rows[i:j])
             i = j
-        size = sizes.tolist()
+        # the ledes' rows gathered: a matrix of a fifth of the rows and half the permutations
+        at = concat_runs(lede_start, lede_rows)
+        lede_perm = s.lede_num_perm
+        with np.errstate(over="ignore"):
+            phl = np.multiply.outer(a[:lede_perm], hv.take(at))
+            phl += b[:lede_perm, None]
+        lede = np.minimum.reduceat(phl, np.cumsum(lede_rows) - lede_rows, axis=1).T.copy()
+        # distinct shingles: full texts, then ledes
+        sizes = [distinct_rows(sequence, row_start, rows), distinct_rows(sequence, lede_start, lede_rows)]
+        size = np.concatenate(sizes).tolist()
         for x, item in enumerate(items.tolist()):
             out[run[item]] = Signature(KIND_WORDS, size[x], full[x], size[e + x], lede[x])
