@@ -1,4 +1,4 @@
-"""MinHash signatures of an entry's text (and of its lede), made with datasketch's own
+"""MinHash signatures of an entry's text (and of its lede), made with datasketch's affine32
 permutations; the Signature record travels from the signing workers to the index and the store."""
 
 from __future__ import annotations
@@ -77,32 +77,47 @@ WORD_PAD = np.uint32(0xFFFFFFFF)
 MINHASH_BLOCK = 4096  # shingles hashed at once: bounds memory at 4096 x 128 x 4 bytes
 
 
+# datasketch 2.0's MinHash(num_perm, seed, scheme="affine32").permutations and its _fmix
+# (murmur3's finalizer), computed here: importing datasketch pulls in scipy, ~0.4 s of CPU in
+# every process that signs (each parse worker). tests/test_sign_speedups.py checks both
+# against datasketch, so stored signatures stay datasketch's.
+def affine32_permutations(num_perm: int, seed: int) -> np.ndarray:
+    """uint32[2, num_perm]: the a (odd) and b of h -> a * h + b mod 2**32."""
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=U32) * U32(2) + U32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=U32)
+    return np.array([a, b])
+
+
+def fmix32(hv: np.ndarray) -> np.ndarray:
+    """murmur3's 32-bit finalizer on uint32 values, element-wise (wraps mod 2**32)."""
+    hv = hv ^ (hv >> U32(16))
+    hv = hv * U32(0x85EBCA6B)
+    hv = hv ^ (hv >> U32(13))
+    hv = hv * U32(0xC2B2AE35)
+    return hv ^ (hv >> U32(16))
+
+
 class Signer:
     """Signs items with datasketch's affine32 MinHash permutations, vectorised."""
 
     def __init__(self, settings: DedupSettings):
-        # datasketch pulls in scipy (~0.6 s): imported only where signing happens, so
-        # read-only CLI commands start fast
-        from datasketch import MinHash
-        from datasketch.minhash import _fmix
-
-        self._fmix = _fmix
         self.settings = settings
         # The lede uses the first lede_num_perm of the full text's permutations: its
         # shingles are a run of the full text's, so one hash matrix serves both.
-        self._full = MinHash(num_perm=settings.num_perm, seed=SEED, scheme="affine32").permutations
+        self._full = affine32_permutations(settings.num_perm, SEED)
         self._shared = settings.lede_num_perm <= settings.num_perm
         self._lede = (
             self._full[:, : settings.lede_num_perm]
             if self._shared
-            else MinHash(num_perm=settings.lede_num_perm, seed=SEED, scheme="affine32").permutations
+            else affine32_permutations(settings.lede_num_perm, SEED)
         )
 
     def _minhash(self, shingles: np.ndarray, permutations: np.ndarray) -> np.ndarray:
         a, b = permutations
         if len(shingles) == 0:
             return np.full(len(a), np.iinfo(U32).max, dtype=U32)
-        hv = self._fmix(shingles.astype(U32), 32)
+        hv = fmix32(shingles.astype(U32))
         out = None
         # in blocks of rows, so a 5 MB entry does not need a (shingles x 128) matrix
         for start in range(0, len(hv), MINHASH_BLOCK):
@@ -117,7 +132,7 @@ class Signer:
         """Both signatures from one hash matrix: the lede's shingles are rows
         start..start+rows of the full text's (MinHash ignores repeats)."""
         a, b = self._full
-        hv = self._fmix(sequence, 32)
+        hv = fmix32(sequence)
         with np.errstate(over="ignore"):
             phv = np.multiply.outer(hv, a)
             phv += b
@@ -263,7 +278,7 @@ class Signer:
         sequence = ((combined ^ (combined >> np.uint64(32))) & np.uint64(0xFFFFFFFF)).astype(U32)
         lede_start = row_start + start[items]
 
-        hv = self._fmix(sequence, 32)
+        hv = fmix32(sequence)
         a, b = self._full
         e = len(items)
         full = np.empty((e, len(a)), dtype=U32)
