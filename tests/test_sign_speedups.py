@@ -1,18 +1,24 @@
 """What makes signing cheaper must not change a signature: the permutations and pre-mix
-computed in signature.py are datasketch's own, and signing no longer imports datasketch."""
+computed in signature.py are datasketch's own, signing no longer imports datasketch, and a
+Signature pickled as bytes (parse worker -> poller) comes back equal."""
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 from datasketch import MinHash
 from datasketch.minhash import _fmix
+from test_dedup import article  # the same fixture articles
 
-from aggregator.dedup.signature import SEED, affine32_permutations, fmix32
+from aggregator.config import DedupSettings
+from aggregator.dedup.signature import SEED, Signature, Signer, affine32_permutations, fmix32
+from aggregator.service.poll import make_parse_executor, process_document
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,3 +54,41 @@ def test_signing_does_not_import_datasketch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def assert_same(got: Signature, want: Signature) -> None:
+    assert (got.kind, got.size, got.lede_size) == (want.kind, want.size, want.lede_size)
+    assert got.full.dtype == want.full.dtype == np.uint32 and np.array_equal(got.full, want.full)
+    if want.lede is None:
+        assert got.lede is None
+    else:
+        assert got.lede is not None and got.lede.dtype == np.uint32
+        assert np.array_equal(got.lede, want.lede)
+
+
+def test_signatures_pickle_as_bytes_and_come_back_equal() -> None:
+    signer = Signer(DedupSettings())
+    pairs = [article(name) for name in ("bridge", "rail_strike")] + [("Storm closes bridge", ""), ("", "")]
+    sigs = signer.sign_many(pairs)
+    assert {s.lede is None for s in sigs} == {True, False}  # both shapes
+    for sig in sigs:
+        blob = pickle.dumps(sig, protocol=pickle.HIGHEST_PROTOCOL)
+        assert b"numpy" not in blob  # bytes, not numpy's array pickle
+        assert_same(pickle.loads(blob), sig)
+
+
+def test_a_parse_worker_hands_back_the_same_signatures() -> None:
+    """The real hand-off: process_document in a worker process of make_parse_executor."""
+    body = (REPO / "tests" / "data" / "rss20.xml").read_bytes()
+    headers = {"content-type": "application/rss+xml"}
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    here = process_document(body, headers, now, DedupSettings())
+    assert here.signatures and not here.feed.error
+    pool = make_parse_executor(1)
+    try:
+        there = pool.submit(process_document, body, headers, now, DedupSettings()).result(timeout=120)
+    finally:
+        pool.shutdown()
+    assert there.signatures.keys() == here.signatures.keys()
+    for key, sig in here.signatures.items():
+        assert_same(there.signatures[key], sig)

@@ -41,6 +41,12 @@ class Signature:
     lede_size: int = 0
     lede: np.ndarray | None = None  # uint32[lede_num_perm]; None for short items
 
+    def __reduce__(self):
+        """Pickled as bytes (parse workers send every signature back to the poller): an
+        array's own pickle costs several times more, twice an item."""
+        full, lede = self.to_blobs()
+        return _unpickle, (self.kind, self.size, self.lede_size, full, lede)
+
     def to_blobs(self) -> tuple[bytes, bytes | None]:
         return self.full.astype("<u4").tobytes(), (
             self.lede.astype("<u4").tobytes() if self.lede is not None else None
@@ -56,6 +62,10 @@ class Signature:
             lede_size=lede_size,
             lede=_uint32s(lede) if lede else None,
         )
+
+
+def _unpickle(kind: int, size: int, lede_size: int, full: bytes, lede: bytes | None) -> Signature:
+    return Signature(kind, size, _uint32s(full), lede_size, _uint32s(lede) if lede is not None else None)
 
 
 def _uint32s(blob: bytes) -> np.ndarray:
