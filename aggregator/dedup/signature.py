@@ -1,4 +1,4 @@
-"""MinHash signatures of an entry's text (and of its lede), made with datasketch's own
+"""MinHash signatures of an entry's text (and of its lede), made with datasketch's affine32
 permutations; the Signature record travels from the signing workers to the index and the store."""
 
 from __future__ import annotations
@@ -41,6 +41,12 @@ class Signature:
     lede_size: int = 0
     lede: np.ndarray | None = None  # uint32[lede_num_perm]; None for short items
 
+    def __reduce__(self):
+        """Pickled as bytes (parse workers send every signature back to the poller): an
+        array's own pickle costs several times more, twice an item."""
+        full, lede = self.to_blobs()
+        return _unpickle, (self.kind, self.size, self.lede_size, full, lede)
+
     def to_blobs(self) -> tuple[bytes, bytes | None]:
         return self.full.astype("<u4").tobytes(), (
             self.lede.astype("<u4").tobytes() if self.lede is not None else None
@@ -56,6 +62,10 @@ class Signature:
             lede_size=lede_size,
             lede=_uint32s(lede) if lede else None,
         )
+
+
+def _unpickle(kind: int, size: int, lede_size: int, full: bytes, lede: bytes | None) -> Signature:
+    return Signature(kind, size, _uint32s(full), lede_size, _uint32s(lede) if lede is not None else None)
 
 
 def _uint32s(blob: bytes) -> np.ndarray:
@@ -77,32 +87,47 @@ WORD_PAD = np.uint32(0xFFFFFFFF)
 MINHASH_BLOCK = 4096  # shingles hashed at once: bounds memory at 4096 x 128 x 4 bytes
 
 
+# datasketch 2.0's MinHash(num_perm, seed, scheme="affine32").permutations and its _fmix
+# (murmur3's finalizer), computed here: importing datasketch pulls in scipy, ~0.4 s of CPU in
+# every process that signs (each parse worker). tests/test_sign_speedups.py checks both
+# against datasketch, so stored signatures stay datasketch's.
+def affine32_permutations(num_perm: int, seed: int) -> np.ndarray:
+    """uint32[2, num_perm]: the a (odd) and b of h -> a * h + b mod 2**32."""
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=U32) * U32(2) + U32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=U32)
+    return np.array([a, b])
+
+
+def fmix32(hv: np.ndarray) -> np.ndarray:
+    """murmur3's 32-bit finalizer on uint32 values, element-wise (wraps mod 2**32)."""
+    hv = hv ^ (hv >> U32(16))
+    hv = hv * U32(0x85EBCA6B)
+    hv = hv ^ (hv >> U32(13))
+    hv = hv * U32(0xC2B2AE35)
+    return hv ^ (hv >> U32(16))
+
+
 class Signer:
     """Signs items with datasketch's affine32 MinHash permutations, vectorised."""
 
     def __init__(self, settings: DedupSettings):
-        # datasketch pulls in scipy (~0.6 s): imported only where signing happens, so
-        # read-only CLI commands start fast
-        from datasketch import MinHash
-        from datasketch.minhash import _fmix
-
-        self._fmix = _fmix
         self.settings = settings
         # The lede uses the first lede_num_perm of the full text's permutations: its
         # shingles are a run of the full text's, so one hash matrix serves both.
-        self._full = MinHash(num_perm=settings.num_perm, seed=SEED, scheme="affine32").permutations
+        self._full = affine32_permutations(settings.num_perm, SEED)
         self._shared = settings.lede_num_perm <= settings.num_perm
         self._lede = (
             self._full[:, : settings.lede_num_perm]
             if self._shared
-            else MinHash(num_perm=settings.lede_num_perm, seed=SEED, scheme="affine32").permutations
+            else affine32_permutations(settings.lede_num_perm, SEED)
         )
 
     def _minhash(self, shingles: np.ndarray, permutations: np.ndarray) -> np.ndarray:
         a, b = permutations
         if len(shingles) == 0:
             return np.full(len(a), np.iinfo(U32).max, dtype=U32)
-        hv = self._fmix(shingles.astype(U32), 32)
+        hv = fmix32(shingles.astype(U32))
         out = None
         # in blocks of rows, so a 5 MB entry does not need a (shingles x 128) matrix
         for start in range(0, len(hv), MINHASH_BLOCK):
@@ -117,7 +142,7 @@ class Signer:
         """Both signatures from one hash matrix: the lede's shingles are rows
         start..start+rows of the full text's (MinHash ignores repeats)."""
         a, b = self._full
-        hv = self._fmix(sequence, 32)
+        hv = fmix32(sequence)
         with np.errstate(over="ignore"):
             phv = np.multiply.outer(hv, a)
             phv += b
@@ -214,7 +239,7 @@ class Signer:
         """Sets out[i] for the items pairs[i] of `run` that sign() would sign with
         _sign_with_lede, the same way: word hashes of all the texts joined, the word
         n-grams that lie inside one item, then one hash matrix per MINHASH_BLOCK rows
-        with the minima taken per item (and per lede) by reduceat."""
+        with the minima taken per item by reduceat, and a small one of the ledes' rows."""
         s, n = self.settings, self.settings.shingle_words
         pieces = [piece for i in run for piece in pairs[i]]  # title, text, title, text ...
         codes = np.frombuffer(" ".join(pieces).encode("utf-32-le", "surrogatepass"), np.uint32)
@@ -262,14 +287,11 @@ class Signer:
         combined = combined.take(concat_runs(first[items], rows))
         sequence = ((combined ^ (combined >> np.uint64(32))) & np.uint64(0xFFFFFFFF)).astype(U32)
         lede_start = row_start + start[items]
-        lede_end = lede_start + lede_rows
 
-        hv = self._fmix(sequence, 32)
+        hv = fmix32(sequence)
         a, b = self._full
         e = len(items)
         full = np.empty((e, len(a)), dtype=U32)
-        lede = np.empty((e, s.lede_num_perm), dtype=U32)
-        sizes = np.empty(2 * e, dtype=np.int64)  # distinct shingles: full texts, then ledes
         cut = np.append(row_start, row_end[-1])
         i = 0
         while i < e:  # items i..j-1: whole items, at most MINHASH_BLOCK rows
@@ -280,15 +302,16 @@ class Signer:
                 np.multiply.outer(a, hv[r0:r1], out=phv)
                 phv += b[:, None]
             full[i:j] = np.minimum.reduceat(phv, row_start[i:j] - r0, axis=1).T
-            # reduceat over (start, end) pairs: the even columns are the ledes (an end
-            # index equal to the row count is left out, the last run goes to the end)
-            ends = np.stack([lede_start[i:j], lede_end[i:j]], axis=1).ravel() - r0
-            if ends[-1] == r1 - r0:
-                ends = ends[:-1]
-            lede[i:j] = np.minimum.reduceat(phv[: s.lede_num_perm], ends, axis=1)[:, ::2].T
-            sizes[i:j] = distinct_rows(sequence, row_start[i:j], rows[i:j])
-            sizes[e + i : e + j] = distinct_rows(sequence, lede_start[i:j], lede_rows[i:j])
             i = j
-        size = sizes.tolist()
+        # the ledes' rows gathered: a matrix of a fifth of the rows and half the permutations
+        at = concat_runs(lede_start, lede_rows)
+        lede_perm = s.lede_num_perm
+        with np.errstate(over="ignore"):
+            phl = np.multiply.outer(a[:lede_perm], hv.take(at))
+            phl += b[:lede_perm, None]
+        lede = np.minimum.reduceat(phl, np.cumsum(lede_rows) - lede_rows, axis=1).T.copy()
+        # distinct shingles: full texts, then ledes
+        sizes = [distinct_rows(sequence, row_start, rows), distinct_rows(sequence, lede_start, lede_rows)]
+        size = np.concatenate(sizes).tolist()
         for x, item in enumerate(items.tolist()):
             out[run[item]] = Signature(KIND_WORDS, size[x], full[x], size[e + x], lede[x])
