@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 
 from aggregator.ingest.normalize import (
+    _CUTS,
+    _DROPS,
+    _TAILS,
     BOILERPLATE_RULES,
+    _line_start_only,
     canonical_url,
     html_to_text,
     normalize_entries,
@@ -286,3 +290,41 @@ def test_a_removal_that_brings_a_byline_to_the_line_start_drops_it_too() -> None
     # line rules run line by line; a line changed by one rule is looked at afresh by the next
     text = "Posted by Ann\nPlease enable JavaScript to watch this video.By John Smith\nThe story."
     assert strip_boilerplate(text) == "The story."
+
+
+def test_a_removal_that_makes_a_rules_word_runs_that_rule_on_the_line() -> None:
+    # "copyright" is only in the text once the player notice is cut out of it; the rule
+    # runs because "©" is in the text, and on that line because the line was changed
+    text = "Story.\ncopyPlease enable JavaScript to watch this video.right Example News\n© Example"
+    assert strip_boilerplate(text) == "Story."
+
+
+def test_line_start_rules_agree_with_a_search_of_the_line() -> None:
+    # a rule anchored at the line start runs with `match`, which must find what `search` finds
+    anchored = [p for _, p, at_start in _CUTS + _DROPS + _TAILS if at_start]
+    assert len(anchored) >= 10
+    lines = [line for text, _ in BOILERPLATE_EXAMPLES for line in text.split("\n")]
+    lines += [f"{pad}{line}" for line in lines for pad in (" ", "\t ", "x ")]
+    for pattern in anchored:
+        for line in lines:
+            found, matched = pattern.search(line), pattern.match(line)
+            assert (found and found.span()) == (matched and matched.span()), (pattern.pattern, line)
+    assert sum(bool(p.match(line)) for p in anchored for line in lines) >= len(BOILERPLATE_EXAMPLES)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "at_start"),
+    [
+        (r"(?m)^[ \t]*(a|b)c", True),
+        (r"(?m)^a|b", False),  # "b" anywhere
+        (r"(?m)^[|]a", True),
+        (r"(?m)^[]|]a", True),
+        (r"(?m)^[^]|]a", True),
+        (r"(?m)^[\]|]a", True),
+        (r"(?m)^[\]]|a", False),
+        (r"(?m)^\|a", True),
+        (r"^a", False),  # without (?m): the text's start, not a line's
+    ],
+)
+def test_which_patterns_match_only_at_a_line_start(pattern: str, at_start: bool) -> None:
+    assert _line_start_only(re.compile(pattern)) is at_start

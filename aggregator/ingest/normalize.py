@@ -162,12 +162,63 @@ RULE_TRIGGERS: dict[str, tuple[str, ...]] = {
     "read more": ("continue reading", "read more", "read the", "keep reading"),
 }
 _TRUNCATION = next(p for name, p, _ in _RULES if name == "truncation marker")
-_CUTS = tuple((RULE_TRIGGERS.get(n), p) for n, p, action in _RULES if action == "cut")
-_TAILS = tuple((RULE_TRIGGERS.get(n), p) for n, p, action in _RULES if action == "tail" and p is not _TRUNCATION)
-_DROPS = tuple((RULE_TRIGGERS.get(n), p) for n, p, action in _RULES if action == "drop")
+
+
+def _line_start_only(pattern: re.Pattern[str]) -> bool:
+    """The pattern can match only at a line's start: "(?m)^" then no alternative outside
+    parentheses. On one line (no newline) `match` then does what `search` does, without
+    trying every position of a long line (~2 us a line of 350 characters)."""
+    p = pattern.pattern
+    if not p.startswith("(?m)^"):
+        return False
+    depth, i = 0, 5
+    while i < len(p):
+        c = p[i]
+        if c == "\\":
+            i += 1  # the escaped character is a literal
+        elif c == "[":  # to the class's "]" (one right after "[" or "[^" is a member)
+            i += 2 if p[i + 1] == "^" else 1
+            i += p[i] == "]"
+            while p[i] != "]":
+                i += 2 if p[i] == "\\" else 1
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            return False
+        i += 1
+    return True
+
+
+def _rules(action: str) -> tuple[tuple[tuple[str, ...] | None, re.Pattern[str], bool], ...]:
+    """(trigger words, pattern, whether it matches only at a line start) of an action's rules."""
+    return tuple(
+        (RULE_TRIGGERS.get(n), p, _line_start_only(p))
+        for n, p, a in _RULES
+        if a == action and p is not _TRUNCATION
+    )
+
+
+_CUTS, _TAILS, _DROPS = _rules("cut"), _rules("tail"), _rules("drop")
 _TAIL_CHARS = 300
 _MARKER_ENDS = ("…", "...", "]")  # how every text the truncation rule matches ends
 _ALL_TRIGGERS = frozenset(w for words in RULE_TRIGGERS.values() for w in words)
+# "\nby" is in "\n" + text only at a line start: tested on the lines' starts (one
+# startswith per line instead of a scan of the whole text per word)
+_LINE_START_TRIGGERS = tuple(sorted(w for w in _ALL_TRIGGERS if w.startswith("\n") and "\n" not in w[1:]))
+_LINE_STARTS = tuple(w[1:] for w in _LINE_START_TRIGGERS)
+_ANYWHERE_TRIGGERS = tuple(sorted(_ALL_TRIGGERS.difference(_LINE_START_TRIGGERS)))
+
+
+def _triggers_in(lower: str, lower_lines: list[str]) -> set[str]:
+    """The trigger words in "\n" + the lower-cased text (`lower`, and its lines)."""
+    present = {w for w in _ANYWHERE_TRIGGERS if w in lower}
+    starts = [line for line in lower_lines if line.startswith(_LINE_STARTS)]
+    if starts:
+        present.update(w for w, start in zip(_LINE_START_TRIGGERS, _LINE_STARTS, strict=True)
+                       if any(line.startswith(start) for line in starts))  # fmt: skip
+    return present
 
 
 # A paragraph repeated in this many entries (with different titles) of one feed document is
@@ -197,15 +248,18 @@ def strip_boilerplate(text: str) -> str:
     """Text without the footers, pitches and share lines of BOILERPLATE_RULES."""
     if not text:
         return text
-    # removing text never adds a trigger, so one look suffices; "\n" marks a line start
-    lower = "\n" + text.lower()
-    present = {w for w in _ALL_TRIGGERS if w in lower}
+    # removing text never adds a trigger, so one look suffices. (str.lower changes a
+    # character by itself, or a sigma by its neighbours up to a line break at most, so the
+    # text's lower-cased lines are its lines lower-cased.)
+    lower = text.lower()
+    lower_lines = lower.split("\n")
+    present = _triggers_in(lower, lower_lines)
     # the rules whose trigger words occur (None: a rule without triggers always runs)
-    cuts = [(t, p) for t, p in _CUTS if t is None or not present.isdisjoint(t)]
-    drops = [(t, p) for t, p in _DROPS if t is None or not present.isdisjoint(t)]
+    cuts = [rule for rule in _CUTS if rule[0] is None or not present.isdisjoint(rule[0])]
+    drops = [rule for rule in _DROPS if rule[0] is None or not present.isdisjoint(rule[0])]
     if cuts or drops:
-        text = _strip_lines(text.split("\n"), cuts, drops)
-    for triggers, pattern in _TAILS:
+        text = _strip_lines(text.split("\n"), lower_lines, present, cuts, drops)
+    for triggers, pattern, _ in _TAILS:
         if triggers is None or not present.isdisjoint(triggers):
             cut = max(0, len(text) - _TAIL_CHARS)
             text = text[:cut] + pattern.sub("", text[cut:])
@@ -219,27 +273,42 @@ def strip_boilerplate(text: str) -> str:
     return _tidy_lines(text)
 
 
-def _strip_lines(lines: list[str], cuts: list, drops: list) -> str:
+def _strip_lines(lines: list[str], lower_lines: list[str], present: set[str], cuts: list, drops: list) -> str:
     """The cut and drop rules, line by line: their patterns never cross a line break, so
     running each only on the lines holding one of its trigger words gives what a pass
     over the whole text gives, at a fraction of the cost."""
     # lower case, "\n" for the line start (after its indentation, which the line rules skip)
-    lowered = ["\n" + line.lstrip(" \t").lower() for line in lines]
+    lowered = ["\n" + line.lstrip(" \t") for line in lower_lines]
+    changed: set[int] = set()  # lines a drop rewrote: they may hold words the text had not
 
     def holding(triggers: tuple[str, ...] | None) -> list[int]:
-        return [i for i, low in enumerate(lowered) if triggers is None or any(w in low for w in triggers)]
+        if triggers is None:
+            return list(range(len(lines)))
+        # an unchanged line holds only words of the whole text (and line starts of its own)
+        live = [w for w in triggers if w in present or w[0] == "\n"]
+        if len(live) == 1 and not changed:
+            word = live[0]
+            return [i for i, low in enumerate(lowered) if word in low]
+        return [i for i, low in enumerate(lowered)
+                if any(w in low for w in (triggers if i in changed else live))]  # fmt: skip
 
-    for triggers, pattern in cuts:
+    for triggers, pattern, at_start in cuts:
         for i in holding(triggers):
-            if m := pattern.search(lines[i]):
+            if m := (pattern.match if at_start else pattern.search)(lines[i]):
                 lines, lowered = lines[: i + 1], lowered[: i + 1]
                 lines[i] = lines[i][: m.start()]
                 break
-    for triggers, pattern in drops:
+    for triggers, pattern, at_start in drops:
         for i in holding(triggers):
-            changed = pattern.sub("", lines[i])
-            if changed != lines[i]:  # a removal can bring a later rule's words to the line start
-                lines[i], lowered[i] = changed, "\n" + changed.lstrip(" \t").lower()
+            line = lines[i]
+            if at_start:  # one match at most, from the line's start
+                m = pattern.match(line)
+                kept = line[m.end() :] if m else line
+            else:
+                kept = pattern.sub("", line)
+            if kept != line:  # a removal can bring a later rule's words to the line start
+                lines[i], lowered[i] = kept, "\n" + kept.lstrip(" \t").lower()
+                changed.add(i)
     return "\n".join(lines)
 
 
