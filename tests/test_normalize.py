@@ -6,6 +6,7 @@ import unicodedata
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import pytest
 
@@ -14,8 +15,12 @@ from aggregator.ingest.normalize import (
     _DROPS,
     _TAILS,
     BOILERPLATE_RULES,
+    TRACKING_PARAMS,
+    TRACKING_PREFIXES,
+    _kept_parameters,
     _line_start_only,
     canonical_url,
+    casefolded_utf8,
     html_to_text,
     normalize_entries,
     normalize_entry,
@@ -328,3 +333,31 @@ def test_line_start_rules_agree_with_a_search_of_the_line() -> None:
 )
 def test_which_patterns_match_only_at_a_line_start(pattern: str, at_start: bool) -> None:
     assert _line_start_only(re.compile(pattern)) is at_start
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["", "a=1", "b=2&a=1&a=0", "a", "a=", "=x", "&&a=1&", "a=1=2", "q=a+b%20c&utm_source=x",
+     "UTM_Medium=rss&Fbclid=1&x=%C3%A9%zz", "k%3D1=v&k+2=%2B", "a=1;b=2", "ref=%FF", "pk_campaign"],
+)  # fmt: skip
+def test_kept_parameters_read_the_query_as_parse_qsl_does(query: str) -> None:
+    expected = sorted(
+        (k, v)
+        for k, v in parse_qsl(query, keep_blank_values=True)
+        if k.lower() not in TRACKING_PARAMS and not k.lower().startswith(TRACKING_PREFIXES)
+    )
+    assert _kept_parameters(query) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "plain ASCII Text", "\u201cQuoted\u201d \u2014 dashes \u2026", "Stra\u00dfe", "\u0130stanbul",
+     "\u212a\u017f \ufb01", "\u039f\u0394\u039f\u03a3", "Caf\u00e9 \u00c9t\u00e9", "\u00b5 \u13a0", "\u00e9\u00df"],
+)  # fmt: skip
+def test_casefolded_utf8_is_the_casefold_encoded(text: str) -> None:
+    assert casefolded_utf8(text) == text.casefold().encode()
+
+
+def test_no_character_folds_to_itself_followed_by_more() -> None:
+    # what casefolded_utf8 relies on: a string equal to its folding has only fixed points
+    assert not [c for c in map(chr, range(0x110000)) if c.casefold() != c and c.casefold()[0] == c]

@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
 from ..records import Item, RawEntry
 from .html_text import html_to_text
@@ -338,20 +338,33 @@ def canonical_url(url: str | None, keep_fragment: bool = False) -> str | None:
     except ValueError:
         return url
     scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname:
+    hostname = parts.hostname
+    if scheme not in ("http", "https") or not hostname:
         return url
-    host = parts.hostname.lower().rstrip(".")
+    host = hostname.lower().rstrip(".")
     if port and not (scheme == "http" and port == 80 or scheme == "https" and port == 443):
         host = f"{host}:{port}"
-    query = [
-        (k, v)
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
-        if k.lower() not in TRACKING_PARAMS and not k.lower().startswith(TRACKING_PREFIXES)
-    ]
-    query.sort()
+    query = _kept_parameters(parts.query)
     path = parts.path or "/"
     fragment = parts.fragment if keep_fragment else ""
-    return urlunsplit((scheme, host, path, urlencode(query, doseq=True), fragment))
+    return urlunsplit((scheme, host, path, urlencode(query, doseq=True) if query else "", fragment))
+
+
+def _kept_parameters(query: str) -> list[tuple[str, str]]:
+    """The query's parameters as parse_qsl(query, keep_blank_values=True) reads them, less
+    the tracking ones, sorted. (The same steps as parse_qsl's, without decoding the value of
+    a parameter that is dropped: most feeds' links carry only utm_* parameters.)"""
+    kept = []
+    for field in query.split("&") if query else ():
+        if not field:
+            continue
+        name, _, value = field.partition("=")
+        name = unquote(name.replace("+", " "))
+        lower = name.lower()
+        if lower not in TRACKING_PARAMS and not lower.startswith(TRACKING_PREFIXES):
+            kept.append((name, unquote(value.replace("+", " "))))
+    kept.sort()
+    return kept
 
 
 def with_entry_fragments(items: list[Item]) -> list[Item]:
@@ -400,10 +413,25 @@ def plausible_date(value: datetime | None, now: datetime) -> datetime | None:
 # ---------------------------------------------------------------- items
 
 
+_ASCII = bytes(range(128))
+
+
 def content_hash(title: str, text: str) -> str:
     """Identity of an item's content: equal hashes are exact duplicates."""
-    digest = hashlib.blake2b(f"{title.casefold()}\n{text.casefold()}".encode(), digest_size=16)
-    return digest.hexdigest()
+    return hashlib.blake2b(casefolded_utf8(f"{title}\n{text}"), digest_size=16).hexdigest()
+
+
+def casefolded_utf8(s: str) -> bytes:
+    """s.casefold().encode(), the ASCII way when no other character of `s` changes: most
+    texts differ from ASCII only by quotes and dashes, and str.casefold then takes ~5 ns a
+    character where bytes.lower takes a tenth of that. (A character's folding never begins
+    with the character unless it is the character, so a string of characters that its
+    folding leaves alone is one whose every character folds to itself.)"""
+    data = s.encode()
+    others = data.translate(None, _ASCII).decode()  # whole UTF-8 sequences: still valid
+    if others == others.casefold():
+        return data.lower()
+    return s.casefold().encode()
 
 
 def normalize_entry(entry: RawEntry, now: datetime) -> Item:
