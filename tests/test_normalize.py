@@ -15,10 +15,12 @@ from aggregator.ingest.normalize import (
     _DROPS,
     _TAILS,
     BOILERPLATE_RULES,
+    RULE_TRIGGERS,
     TRACKING_PARAMS,
     TRACKING_PREFIXES,
     _kept_parameters,
     _line_start_only,
+    _triggers_in,
     canonical_url,
     casefolded_utf8,
     html_to_text,
@@ -361,3 +363,16 @@ def test_casefolded_utf8_is_the_casefold_encoded(text: str) -> None:
 def test_no_character_folds_to_itself_followed_by_more() -> None:
     # what casefolded_utf8 relies on: a string equal to its folding has only fixed points
     assert not [c for c in map(chr, range(0x110000)) if c.casefold() != c and c.casefold()[0] == c]
+
+
+def test_trigger_words_found_in_one_pass_are_those_a_substring_test_finds() -> None:
+    texts = [text.lower() for text, _ in BOILERPLATE_EXAMPLES] + [
+        "share this: email | print\nby jo\n\u00a9 2024 copyright",
+        "read more from the newsletter: loading\u2026 related trending see also",
+        "\nposted by\nwritten by\nstory by jo",
+        "continue reading\u2014keep reading\u2014read the rest",  # overlapping and nested words
+        "emailaddress email address commentpost a comment",
+        "",
+    ]
+    for lower in texts:
+        assert _triggers_in(lower) == {w for w in (w for words in RULE_TRIGGERS.values() for w in words) if w in "\n" + lower}, lower

@@ -14,6 +14,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
+import ahocorasick
+
 from ..records import Item, RawEntry
 from .html_text import html_to_text
 
@@ -204,20 +206,26 @@ _CUTS, _TAILS, _DROPS = _rules("cut"), _rules("tail"), _rules("drop")
 _TAIL_CHARS = 300
 _MARKER_ENDS = ("…", "...", "]")  # how every text the truncation rule matches ends
 _ALL_TRIGGERS = frozenset(w for words in RULE_TRIGGERS.values() for w in words)
-# "\nby" is in "\n" + text only at a line start: tested on the lines' starts (one
-# startswith per line instead of a scan of the whole text per word)
-_LINE_START_TRIGGERS = tuple(sorted(w for w in _ALL_TRIGGERS if w.startswith("\n") and "\n" not in w[1:]))
-_LINE_STARTS = tuple(w[1:] for w in _LINE_START_TRIGGERS)
-_ANYWHERE_TRIGGERS = tuple(sorted(_ALL_TRIGGERS.difference(_LINE_START_TRIGGERS)))
+_ONE_CHARACTER_TRIGGERS = tuple(sorted(w for w in _ALL_TRIGGERS if len(w) == 1))  # (memchr)
 
 
-def _triggers_in(lower: str, lower_lines: list[str]) -> set[str]:
-    """The trigger words in "\n" + the lower-cased text (`lower`, and its lines)."""
-    present = {w for w in _ANYWHERE_TRIGGERS if w in lower}
-    starts = [line for line in lower_lines if line.startswith(_LINE_STARTS)]
-    if starts:
-        present.update(w for w, start in zip(_LINE_START_TRIGGERS, _LINE_STARTS, strict=True)
-                       if any(line.startswith(start) for line in starts))  # fmt: skip
+def _trigger_automaton() -> ahocorasick.Automaton:
+    """Every longer trigger word found in one pass over the text (Aho-Corasick, in C): a
+    substring test per word took ~45 us a text for the 36 of them, this ~20."""
+    automaton = ahocorasick.Automaton()
+    for word in _ALL_TRIGGERS.difference(_ONE_CHARACTER_TRIGGERS):
+        automaton.add_word(word, word)
+    automaton.make_automaton()
+    return automaton
+
+
+_TRIGGER_AUTOMATON = _trigger_automaton()  # read-only once made: shared by threads
+
+
+def _triggers_in(lower: str) -> set[str]:
+    """The trigger words in "\n" + `lower` (the lower-cased text, "\n" for its first line's start)."""
+    present = {word for _, word in _TRIGGER_AUTOMATON.iter("\n" + lower)}
+    present.update(w for w in _ONE_CHARACTER_TRIGGERS if w in lower)
     return present
 
 
@@ -252,13 +260,12 @@ def strip_boilerplate(text: str) -> str:
     # character by itself, or a sigma by its neighbours up to a line break at most, so the
     # text's lower-cased lines are its lines lower-cased.)
     lower = text.lower()
-    lower_lines = lower.split("\n")
-    present = _triggers_in(lower, lower_lines)
+    present = _triggers_in(lower)
     # the rules whose trigger words occur (None: a rule without triggers always runs)
     cuts = [rule for rule in _CUTS if rule[0] is None or not present.isdisjoint(rule[0])]
     drops = [rule for rule in _DROPS if rule[0] is None or not present.isdisjoint(rule[0])]
     if cuts or drops:
-        text = _strip_lines(text.split("\n"), lower_lines, present, cuts, drops)
+        text = _strip_lines(text.split("\n"), lower.split("\n"), present, cuts, drops)
     for triggers, pattern, _ in _TAILS:
         if triggers is None or not present.isdisjoint(triggers):
             cut = max(0, len(text) - _TAIL_CHARS)
