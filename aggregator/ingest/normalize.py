@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,7 @@ def _tidy_lines(s: str) -> str:
     """Lines stripped, blank ones dropped (a regex tried a match at every space)."""
     if "\n" not in s:
         return s.strip()
-    return "\n".join(line for line in (raw.strip() for raw in s.split("\n")) if line)
+    return "\n".join(filter(None, map(str.strip, s.split("\n"))))
 
 
 def one_line(text: str) -> str:
@@ -238,12 +239,10 @@ def repeated_paragraphs(texts: Iterable[tuple[str, str]]) -> frozenset[str]:
     """Paragraphs that recur across entries of one feed: (title, text) pairs in, the
     paragraphs found under at least REPEATED_PARAGRAPH_ENTRIES different titles out.
     Re-posts of one story share a title, so they do not make their own text "repeated"."""
-    titles: dict[str, set[str]] = {}
-    for title, text in texts:
-        for para in set(text.split("\n")):
-            if para:
-                titles.setdefault(para, set()).add(title)
-    return frozenset(p for p, t in titles.items() if len(t) >= REPEATED_PARAGRAPH_ENTRIES)
+    # (paragraph, title) pairs, each once: a paragraph's count is its number of titles
+    pairs = {(para, title) for title, text in texts for para in text.split("\n") if para}
+    titles = Counter(para for para, _ in pairs)
+    return frozenset(p for p, n in titles.items() if n >= REPEATED_PARAGRAPH_ENTRIES)
 
 
 def drop_paragraphs(text: str, unwanted: frozenset[str]) -> str:
