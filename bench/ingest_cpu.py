@@ -9,6 +9,7 @@ best of --repeat passes, over the same documents:
     feedparser          parse.parse_xml_feed alone: the parser before the fast path
     normalize_entries   RawEntries -> Items (html_to_text, boilerplate, URLs, keys, dates)
       of which html_to_text   the entry bodies alone
+      of which strip_boilerplate   the bodies' text alone (trigger words, line rules)
 
 Run from the repo root (the figures are per stored item; the tree's own code is measured,
 so PYTHONPATH chooses the tree):
@@ -57,6 +58,7 @@ def measure(feeds: int, repeat: int, seed: int, vocab: bool) -> dict:
     raws = [parse_feed(body, headers) for body, headers in docs]
     items = sum(len(r.entries) for r in raws)
     entries = [e for r in raws for e in r.entries]
+    texts = [normalize.html_to_text(e.content, e.content_is_html) for e in entries]
     now = ANCHOR + timedelta(days=30)
     try:
         from aggregator.ingest.fastparse import parse_well_formed
@@ -73,6 +75,9 @@ def measure(feeds: int, repeat: int, seed: int, vocab: bool) -> dict:
         "of which html_to_text": best_cpu(
             lambda: [normalize.html_to_text(e.content, e.content_is_html) for e in entries], repeat
         ),
+        "of which strip_boilerplate": best_cpu(
+            lambda: [normalize.strip_boilerplate(t) for t in texts], repeat
+        ),
     }
     return {
         "feeds": feeds,
@@ -88,8 +93,8 @@ def report(r: dict) -> str:
     fast = "no fast path in this tree" if r["fast_path_documents"] is None else (
         f"{r['fast_path_documents']} of {r['feeds']} documents took the fast path")  # fmt: skip
     lines = [f"{r['feeds']} feeds, {r['items']} items, {r['xml_mb']} MB, {r['text']}; {fast}",
-             f"{'stage':>26}  us/item (thread CPU, best of runs)"]  # fmt: skip
-    lines += [f"{k:>26}  {v:8.1f}" for k, v in r["us_per_item"].items()]
+             f"{'stage':>28}  us/item (thread CPU, best of runs)"]  # fmt: skip
+    lines += [f"{k:>28}  {v:8.1f}" for k, v in r["us_per_item"].items()]
     return "\n".join(lines)
 
 

@@ -6,12 +6,23 @@ import unicodedata
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import pytest
 
 from aggregator.ingest.normalize import (
+    _CUTS,
+    _DROPS,
+    _TAILS,
     BOILERPLATE_RULES,
+    RULE_TRIGGERS,
+    TRACKING_PARAMS,
+    TRACKING_PREFIXES,
+    _kept_parameters,
+    _line_start_only,
+    _triggers_in,
     canonical_url,
+    casefolded_utf8,
     html_to_text,
     normalize_entries,
     normalize_entry,
@@ -286,3 +297,82 @@ def test_a_removal_that_brings_a_byline_to_the_line_start_drops_it_too() -> None
     # line rules run line by line; a line changed by one rule is looked at afresh by the next
     text = "Posted by Ann\nPlease enable JavaScript to watch this video.By John Smith\nThe story."
     assert strip_boilerplate(text) == "The story."
+
+
+def test_a_removal_that_makes_a_rules_word_runs_that_rule_on_the_line() -> None:
+    # "copyright" is only in the text once the player notice is cut out of it; the rule
+    # runs because "©" is in the text, and on that line because the line was changed
+    text = "Story.\ncopyPlease enable JavaScript to watch this video.right Example News\n© Example"
+    assert strip_boilerplate(text) == "Story."
+
+
+def test_line_start_rules_agree_with_a_search_of_the_line() -> None:
+    # a rule anchored at the line start runs with `match`, which must find what `search` finds
+    anchored = [p for _, p, at_start in _CUTS + _DROPS + _TAILS if at_start]
+    assert len(anchored) >= 10
+    lines = [line for text, _ in BOILERPLATE_EXAMPLES for line in text.split("\n")]
+    lines += [f"{pad}{line}" for line in lines for pad in (" ", "\t ", "x ")]
+    for pattern in anchored:
+        for line in lines:
+            found, matched = pattern.search(line), pattern.match(line)
+            assert (found and found.span()) == (matched and matched.span()), (pattern.pattern, line)
+    assert sum(bool(p.match(line)) for p in anchored for line in lines) >= len(BOILERPLATE_EXAMPLES)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "at_start"),
+    [
+        (r"(?m)^[ \t]*(a|b)c", True),
+        (r"(?m)^a|b", False),  # "b" anywhere
+        (r"(?m)^[|]a", True),
+        (r"(?m)^[]|]a", True),
+        (r"(?m)^[^]|]a", True),
+        (r"(?m)^[\]|]a", True),
+        (r"(?m)^[\]]|a", False),
+        (r"(?m)^\|a", True),
+        (r"^a", False),  # without (?m): the text's start, not a line's
+    ],
+)
+def test_which_patterns_match_only_at_a_line_start(pattern: str, at_start: bool) -> None:
+    assert _line_start_only(re.compile(pattern)) is at_start
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["", "a=1", "b=2&a=1&a=0", "a", "a=", "=x", "&&a=1&", "a=1=2", "q=a+b%20c&utm_source=x",
+     "UTM_Medium=rss&Fbclid=1&x=%C3%A9%zz", "k%3D1=v&k+2=%2B", "a=1;b=2", "ref=%FF", "pk_campaign"],
+)  # fmt: skip
+def test_kept_parameters_read_the_query_as_parse_qsl_does(query: str) -> None:
+    expected = sorted(
+        (k, v)
+        for k, v in parse_qsl(query, keep_blank_values=True)
+        if k.lower() not in TRACKING_PARAMS and not k.lower().startswith(TRACKING_PREFIXES)
+    )
+    assert _kept_parameters(query) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "plain ASCII Text", "\u201cQuoted\u201d \u2014 dashes \u2026", "Stra\u00dfe", "\u0130stanbul",
+     "\u212a\u017f \ufb01", "\u039f\u0394\u039f\u03a3", "Caf\u00e9 \u00c9t\u00e9", "\u00b5 \u13a0", "\u00e9\u00df"],
+)  # fmt: skip
+def test_casefolded_utf8_is_the_casefold_encoded(text: str) -> None:
+    assert casefolded_utf8(text) == text.casefold().encode()
+
+
+def test_no_character_folds_to_itself_followed_by_more() -> None:
+    # what casefolded_utf8 relies on: a string equal to its folding has only fixed points
+    assert not [c for c in map(chr, range(0x110000)) if c.casefold() != c and c.casefold()[0] == c]
+
+
+def test_trigger_words_found_in_one_pass_are_those_a_substring_test_finds() -> None:
+    texts = [text.lower() for text, _ in BOILERPLATE_EXAMPLES] + [
+        "share this: email | print\nby jo\n\u00a9 2024 copyright",
+        "read more from the newsletter: loading\u2026 related trending see also",
+        "\nposted by\nwritten by\nstory by jo",
+        "continue reading\u2014keep reading\u2014read the rest",  # overlapping and nested words
+        "emailaddress email address commentpost a comment",
+        "",
+    ]
+    for lower in texts:
+        assert _triggers_in(lower) == {w for w in (w for words in RULE_TRIGGERS.values() for w in words) if w in "\n" + lower}, lower

@@ -49,6 +49,7 @@ _CONTROL = re.compile(
 )
 # the same characters below U+0080, as bytes (tab, newline and carriage return are kept)
 _ASCII_CONTROL = bytes(range(0x09)) + bytes(range(0x0B, 0x0D)) + bytes(range(0x0E, 0x20)) + b"\x7f"
+_ASCII = bytes(range(0x80))
 # Terminal escape sequences (CSI ... final byte, OSC ... BEL/ST): removed whole, not just
 # their ESC byte, so no "[31m" debris is left in titles.
 _ESCAPE_SEQUENCES = re.compile(
@@ -128,8 +129,13 @@ def tidy_text(s: str) -> str:
     if s.isascii():  # (bytes.translate: ~1 us where the character class takes ~10)
         s = s.encode("ascii").translate(None, _ASCII_CONTROL).decode("ascii")
     else:
-        if _CONTROL_OR_WIDE_SPACE.search(s):
+        # the character class runs only on the characters past ASCII (a few quotes and
+        # dashes in most texts), the ASCII ones go by bytes.translate
+        data = s.encode("utf-8", "surrogatepass")
+        if _CONTROL_OR_WIDE_SPACE.search(data.translate(None, _ASCII).decode("utf-8", "surrogatepass")):
             s = _WIDE_SPACES.sub(" ", _CONTROL.sub("", s))
+        elif len(kept := data.translate(None, _ASCII_CONTROL)) < len(data):
+            s = kept.decode("utf-8", "surrogatepass")
         s = unicodedata.normalize("NFC", s)
     return fold_spaces(s)
 
