@@ -4,9 +4,7 @@ scheduler.py) call these and print; the stages themselves live in their own modu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -57,16 +55,10 @@ class Pipeline:
         return cls(config, store, clusterer, outage=StoreOutage(base_delay=config.settings.check_every),
                    own=own_server(config.settings.http_address()))  # fmt: skip
 
-    async def _parse_executor(self, feeds: int) -> Executor | None:
-        """The parse pool, started before any fetch: its first job starts the forkserver,
-        which imports the pipeline (4.6 s on a busy machine). Started on the first job of
-        a poll, that stood the event loop still, so fetches in flight ran out of time and
-        the web server stopped answering; here it starts off the loop."""
+    def _parse_executor(self, feeds: int) -> Executor | None:
         if not self._executor_ready and feeds > 1:
             self.executor = make_parse_executor(self.config.settings.parse_workers)
             self._executor_ready = True
-            if self.executor is not None:
-                await asyncio.to_thread(_start_workers, self.executor)
         return self.executor
 
     async def poll(
@@ -78,7 +70,7 @@ class Pipeline:
         settings = self.config.settings
         if feeds is None:
             feeds = self.store.sync_feeds(self.config, utcnow())
-        executor = await self._parse_executor(len(feeds))
+        executor = self._parse_executor(len(feeds))
         async with make_client(settings, self.own) as client:
             if self.writer is None and len(feeds) > 1:
                 self.writer = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
@@ -175,10 +167,3 @@ def check_feed(config: Config, url: str) -> FoundFeed:
             return await find_feed(Fetcher(client, config.settings), url)
 
     return asyncio.run(check())
-
-
-def _start_workers(executor: Executor) -> None:
-    """Run one job, so the pool's processes exist; a pool that cannot start fails again
-    at the poll's first job, which reports it (Poller.pool_error)."""
-    with contextlib.suppress(Exception):
-        executor.submit(os.getpid).result()

@@ -95,6 +95,12 @@ def make_parse_executor(workers: int) -> Executor | None:
     )
 
 
+def _first_job(pool: Executor) -> None:
+    """One trivial job, run to its end (see Poller._pool_started)."""
+    with contextlib.suppress(Exception):
+        pool.submit(os.getpid).result()
+
+
 def _exit_with_parent(parent: int) -> None:
     """Runs in each parse worker: exit when the process that made the pool is gone. A
     SIGKILLed daemon cannot shut its pool down, and idle workers would otherwise wait for
@@ -208,6 +214,7 @@ class Poller:
         # the pool replaces it, says so once, and reports it in /healthz
         self.pool_error: str | None = None
         self.pool_worked = False
+        self._pool_start: asyncio.Future | None = None
         self.outage = outage or StoreOutage(base_delay=config.settings.check_every)
         # 304s change only fetch times, so their rows are written NOT_MODIFIED_BATCH per
         # transaction (a commit each cost ~2 ms: 20 s of a 10,000-feed warm poll). If the
@@ -269,6 +276,8 @@ class Poller:
         args = (fetch.body, fetch.headers, fetch.fetched_at, dedup)
         pool = None if self.pool_error else self.executor
         try:
+            if pool is not None:
+                await self._pool_started(pool)
             doc = await loop.run_in_executor(pool, process_document, *args)
             self.pool_worked = self.pool_worked or pool is not None
         except Exception as exc:
@@ -280,6 +289,17 @@ class Poller:
             self.pool_error = f"{type(exc).__name__}: {exc}"
             doc = await loop.run_in_executor(None, process_document, *args)
         return await self._write(self._store_document, feed, fetch, doc.feed, doc.signatures)
+
+    async def _pool_started(self, pool: Executor) -> None:
+        """Wait until the parse pool's processes exist, starting them off the event loop.
+        The first job given to a new pool starts the forkserver, which imports the
+        pipeline (4.6 s on a busy machine): submitted from the loop, that stood the loop
+        still, so fetches in flight ran out of time and the web server stopped answering.
+        A poll whose feeds all answer 304 never starts the pool. A pool that cannot start
+        fails again at the job that follows, which reports it."""
+        if self._pool_start is None:
+            self._pool_start = asyncio.ensure_future(asyncio.to_thread(_first_job, pool))
+        await asyncio.shield(self._pool_start)
 
     # ------------------------------------------------------------ writing
 
