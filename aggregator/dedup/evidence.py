@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import functools
 import re
-import zlib
 from collections import Counter
 from dataclasses import dataclass
+from zlib import crc32
 
 import numpy as np
 
@@ -104,11 +104,6 @@ def may_be_one_entry(a: str, b: str) -> bool:
     return related_titles(fa, fb) and not numbers_conflict(fa, fb)
 
 
-def _key(text: str) -> int:
-    """A stable 32-bit key (paragraph keys are stored)."""
-    return zlib.crc32(text.encode("utf-8", "surrogatepass"))
-
-
 def paragraphs(text: str) -> list[str]:
     """The paragraphs of a normalised text (html_to_text puts one per line)."""
     return [p for p in text.split("\n") if p] if text else []
@@ -116,9 +111,11 @@ def paragraphs(text: str) -> list[str]:
 
 def paragraph_keys(text: str) -> np.ndarray:
     """uint32 key of each paragraph (its exact text: a site's chrome is word for word the
-    same in every entry), in text order."""
-    parts = paragraphs(text)
-    return np.fromiter((_key(p) for p in parts), dtype=np.uint32, count=len(parts))
+    same in every entry), in text order: its CRC-32, stable since the keys are stored
+    (the split is paragraphs(), inlined: this runs for every item placed)."""
+    if not text:
+        return np.zeros(0, dtype=np.uint32)
+    return np.array([crc32(p.encode("utf-8", "surrogatepass")) for p in text.split("\n") if p], dtype=np.uint32)
 
 
 def own_text(text: str, common: np.ndarray) -> str:

@@ -3,6 +3,8 @@ queried for the verified copies of a new entry."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ..config import DedupSettings
@@ -19,6 +21,7 @@ CHROME_CHARS = 800
 PARAGRAPH_SEEN_BITS = 25  # 4 MB of bits: ~3% false "maybe" at a million distinct paragraphs
 _SEEN_MASK = (1 << PARAGRAPH_SEEN_BITS) - 1
 MAX_CANDIDATES = 256  # candidates verified per item (the newest)
+FEW_ROWS = 16  # up to this many rows found, plain Python filters them faster than numpy
 NO_KEY = (0, 0)
 # Every content update of an item leaves its old row dead (~3.3 KB of signatures, keys and
 # bucket entries): a feed that changes its entries at every poll grew the daemon by
@@ -102,6 +105,15 @@ class _ItemRows:
 # the per-row arrays of DedupIndex (the titles and paragraph keys are kept apart)
 _ROW_ARRAYS = ("item_ids", "cluster_ids", "seen", "kinds", "alive", "sizes", "lede_sizes", "full", "lede", "exact",
                "feed_ids")  # fmt: skip
+
+
+class _Carriers(NamedTuple):
+    """What common_paragraphs looks up per row found: its cluster and feed; and the entry's
+    distinct paragraph keys when its body is short (None otherwise)."""
+
+    cluster: dict[int, int]
+    feed: dict[int, int]
+    body: set[int] | None
 
 
 def _move_down(arr: np.ndarray, live: np.ndarray) -> None:
@@ -309,11 +321,12 @@ class DedupIndex:
         exact: tuple[int, int] = NO_KEY,
         facts: EntryFacts = NO_FACTS,
         paragraphs: np.ndarray | None = None,
+        band: np.ndarray | None = None,
     ) -> int:
         """Index one item (online): its row becomes a candidate for the next query.
         `exact`: its exact keys (URL, content hash; 0 for none); `facts` and `paragraphs`
         (evidence.EntryFacts, evidence.paragraph_keys) for the rules of find() and
-        common_paragraphs()."""
+        common_paragraphs(); `band` as for find()."""
         row = self.n
         self._grow(row + 1)
         self.item_ids[row], self.cluster_ids[row], self.seen[row] = item_id, cluster_id, seen
@@ -334,7 +347,7 @@ class DedupIndex:
             self.lede[row], self.lede_sizes[row] = sig.lede, sig.lede_size
         if exact != NO_KEY:
             self.exact[row] = exact
-        self.buckets.add_one(self._query_keys(sig, exact), row)
+        self.buckets.add_one(self._query_keys(sig, exact, band), row)
         return row
 
     def finish_bulk(self) -> None:
@@ -447,9 +460,27 @@ class DedupIndex:
         self._key_memo = (sig, full, lede, keys if banded else full)
         return self._key_memo[1:]
 
-    def _query_keys(self, sig: Signature, exact: tuple[int, int]) -> np.ndarray:
-        """The bucket keys of an item: its band keys, then its exact keys."""
-        both = self._keys(sig)[2]
+    def band_keys_many(self, sigs: list[Signature]) -> list[np.ndarray]:
+        """_keys(sig)[2] of many signatures in one vectorised pass (a batch of items to
+        place: ~12 numpy calls per item otherwise). The same gather and arithmetic."""
+        if not sigs:
+            return []
+        p, b = self.settings.num_perm, self.full_bands.b
+        vectors = np.zeros((len(sigs), len(self._vector)), dtype=np.uint64)
+        vectors[:, :p] = np.stack([sig.full for sig in sigs])
+        banded = [sig.lede is not None and sig.kind == KIND_WORDS for sig in sigs]
+        for i, sig in enumerate(sigs):
+            if banded[i]:
+                vectors[i, p:-1] = sig.lede
+        keys = (vectors[:, self._gather] * self._gather_mult).sum(axis=2) + self._gather_salt
+        keys[:, :b] ^= np.array([sig.kind for sig in sigs], dtype=np.uint64)[:, None] * MIX[2]  # kind 0: no change
+        keys = ((keys ^ (keys >> np.uint64(32))) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+        return [keys[i] if banded[i] else keys[i, :b] for i in range(len(sigs))]
+
+    def _query_keys(self, sig: Signature, exact: tuple[int, int], band: np.ndarray | None = None) -> np.ndarray:
+        """The bucket keys of an item: its band keys (`band`, when band_keys_many made
+        them), then its exact keys."""
+        both = self._keys(sig)[2] if band is None else band
         if exact == NO_KEY:
             return both
         if self._exact_memo is not None and self._exact_memo[0] is sig and self._exact_memo[1] == exact:
@@ -465,12 +496,18 @@ class DedupIndex:
         return self._live_rows(self.buckets.query(self._keys(sig)[2]), seen)[-MAX_CANDIDATES:].tolist()
 
     def _live_rows(self, found: set[int], seen: int) -> np.ndarray:
+        """The rows of `found` alive and first seen inside the window before `seen`, in order."""
+        since = seen - self.settings.window
+        if len(found) <= FEW_ROWS:  # the usual query finds none or one: numpy's calls cost more
+            alive, first = self.alive, self.seen
+            return np.array(sorted(r for r in found if alive[r] and first[r] >= since), dtype=np.int64)
         rows = np.fromiter(found, dtype=np.int64, count=len(found))
-        keep = self.alive[rows] & (self.seen[rows] >= seen - self.settings.window)
+        keep = self.alive[rows] & (self.seen[rows] >= since)
         return np.sort(rows[keep])
 
     def find(
-        self, sig: Signature, seen: int, exact: tuple[int, int] = NO_KEY, facts: EntryFacts = NO_FACTS
+        self, sig: Signature, seen: int, exact: tuple[int, int] = NO_KEY, facts: EntryFacts = NO_FACTS,
+        band: np.ndarray | None = None,
     ) -> tuple[int | None, list[tuple[int, float]]]:
         """(row of the earliest item with the same exact key, []) when there is one (the
         exact shortcut), else (None, the verified copies as `matches` gives them, less
@@ -478,9 +515,15 @@ class DedupIndex:
 
         A link is an exact key only while it names one entry: when two entries of one
         feed share it (the blog's feed URL on every link post, a section page, a
-        redirector), it says nothing about any entry that carries it."""
-        rows = self._live_rows(self.buckets.query(self._query_keys(sig, exact)), seen)
-        if exact != NO_KEY and len(rows):
+        redirector), it says nothing about any entry that carries it. `band`: the band keys
+        of `sig`, when band_keys_many made them."""
+        found = self.buckets.query(self._query_keys(sig, exact, band))
+        if not found:  # the usual case: a story no one else carries
+            return None, []
+        rows = self._live_rows(found, seen)
+        if not len(rows):
+            return None, []
+        if exact != NO_KEY:
             url, digest = exact
             same = np.zeros(len(rows), dtype=bool)
             if url:
@@ -512,7 +555,10 @@ class DedupIndex:
         clusters, or by a row of the entry's own feed under an unrelated title."""
         common = np.zeros(len(keys), dtype=bool)
         seen_bits = self._paragraph_seen
-        if not any(seen_bits[(k & _SEEN_MASK) >> 3] >> (k & 7) & 1 for k in keys.tolist()):
+        for k in keys.tolist():
+            if seen_bits[(k & _SEEN_MASK) >> 3] >> (k & 7) & 1:
+                break
+        else:
             return common  # the usual case: no paragraph of it was ever filed
         if not self.paragraph_buckets.holds_any(keys):
             return common
@@ -524,44 +570,50 @@ class DedupIndex:
         starts, ends = self.paragraph_at[rows], self.paragraph_at[rows + 1]
         carried = self.paragraph_keys[concat_ranges(starts, ends)]
         carrier = np.repeat(rows, ends - starts)
-        hit = np.isin(carried, wanted)
-        carried, carrier = carried[hit], carrier[hit]
-        verdict: list[int] = []
-        for key in np.unique(carried).tolist():
-            by = carrier[carried == key]
-            if (len(np.unique(self.cluster_ids[by])) >= COMMON_CLUSTERS
-                    or self._feed_template(by, facts, wanted if body_chars <= CHROME_CHARS else None)):  # fmt: skip
-                verdict.append(key)
+        hit = wanted[np.minimum(np.searchsorted(wanted, carried), len(wanted) - 1)] == carried  # np.isin, cheaper
+        # the rows carrying each key, in row order (a row twice if it carries it twice);
+        # grouped in plain Python: a few dozen rows, where numpy's calls per key cost more
+        by_key: dict[int, list[int]] = {}
+        for key, row in zip(carried[hit].tolist(), carrier[hit].tolist(), strict=True):
+            carriers = by_key.get(key)
+            if carriers is None:
+                by_key[key] = [row]
+            else:
+                carriers.append(row)
+        listed = rows.tolist()
+        carrying = _Carriers(dict(zip(listed, self.cluster_ids[rows].tolist(), strict=True)),
+                             dict(zip(listed, self.feed_ids[rows].tolist(), strict=True)),
+                             set(wanted.tolist()) if body_chars <= CHROME_CHARS else None)  # fmt: skip
+        verdict = [key for key, by in by_key.items()
+                   if len({carrying.cluster[r] for r in by}) >= COMMON_CLUSTERS
+                   or self._feed_template(by, facts, carrying)]  # fmt: skip
         if verdict:
-            common = np.isin(keys, np.array(verdict, dtype=np.uint32))
+            marked = set(verdict)
+            common = np.array([k in marked for k in keys.tolist()], dtype=bool)
         return common
 
-    def _feed_template(self, rows: np.ndarray, facts: EntryFacts, body: np.ndarray | None) -> bool:
+    def _feed_template(self, rows: list[int], facts: EntryFacts, carrying: _Carriers) -> bool:
         """Whether these rows' paragraph is a feed's template: one feed carries it in two
         clusters, or the entry's own feed under a title unrelated to the entry's, or, for a
-        short body (`body`: its distinct keys, None for a longer one), under another title
-        (not one inside the other) in an entry whose whole body is the same: chrome and
+        short body (`carrying.body`: its distinct keys, None for a longer one), under another
+        title (not one inside the other) in an entry whose whole body is the same: chrome and
         nothing else. Local outlets' titles share place names ("Northfield"), which makes
         them related; a long body republished word for word under a new headline is the
         same article ("Teen shot and killed in Bluffton")."""
-        feeds = self.feed_ids[rows]
-        known = feeds >= 0
-        feeds, rows = feeds[known], rows[known]
+        feed_of, cluster_of = carrying.feed, carrying.cluster
+        known = [r for r in rows if feed_of[r] >= 0]
         if facts.feed >= 0:
-            mine = rows[feeds == facts.feed]
-            if len(mine) and not self._related(mine, facts).all():
+            mine = [r for r in known if feed_of[r] == facts.feed]
+            titles = self.titles
+            if mine and not all(may_be_one_entry(titles[r], facts.title) for r in mine):
                 return True
-            for r in mine.tolist() if body is not None else ():
-                same_body = np.array_equal(np.unique(self.paragraph_keys[self.paragraph_at[r] : self.paragraph_at[r + 1]]), body)
-                if same_body and not titles_contained(self.titles[r], facts.title):
+            body, at = carrying.body, self.paragraph_at
+            for r in mine if body is not None else ():
+                same_body = set(self.paragraph_keys[at[r] : at[r + 1]].tolist()) == body
+                if same_body and not titles_contained(titles[r], facts.title):
                     return True
-        pairs = np.unique(feeds.astype(np.int64) << 32 | self.cluster_ids[rows])
-        return len(np.unique(pairs >> 32)) < len(pairs)
-
-    def _related(self, rows: np.ndarray, facts: EntryFacts) -> np.ndarray:
-        """Whether each row's title may name the same entry as the entry's
-        (evidence.may_be_one_entry): for rows of the entry's own feed."""
-        return np.array([may_be_one_entry(self.titles[r], facts.title) for r in rows.tolist()], dtype=bool)
+        pairs = {feed_of[r] << 32 | cluster_of[r] for r in known}
+        return len({pair >> 32 for pair in pairs}) < len(pairs)
 
     def matches(self, sig: Signature, seen: int) -> list[tuple[int, float]]:
         """(row, similarity) of every verified copy among the candidates."""

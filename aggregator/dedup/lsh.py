@@ -192,7 +192,7 @@ class Buckets:
         crowded: list[int] = []  # buckets whose sorted rows the scan might take too many of
         tail = self._tail
         if tail:
-            for k in tail.keys() & set(keys.tolist()):
+            for k in tail.keys() & keys.tolist():
                 rows = tail[k]
                 if isinstance(rows, list):
                     found.update(rows[-BUCKET_CAP:])

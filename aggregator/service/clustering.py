@@ -78,10 +78,12 @@ class Decision(NamedTuple):
     facts: EntryFacts
     paragraphs: np.ndarray
     key_flags: int  # which exact keys count: 1 the content hash (text of its own left), 2 the link
+    band: np.ndarray | None = None  # the band keys of `signature`, when made in a batch
 
 
-def decide(index: DedupIndex, signer: Signer, w: Placement) -> Decision:
-    """The cluster an item joins (see the module docstring), from the index as it is."""
+def decide(index: DedupIndex, signer: Signer, w: Placement, band: np.ndarray | None = None) -> Decision:
+    """The cluster an item joins (see the module docstring), from the index as it is.
+    `band`: the band keys of w.signature (DedupIndex.band_keys_many), if made."""
     facts = EntryFacts(w.feed_id, w.title)
     sig, own_body = w.signature, bool(w.text)
     paragraphs = paragraph_keys(w.text)
@@ -89,15 +91,15 @@ def decide(index: DedupIndex, signer: Signer, w: Placement) -> Decision:
         common = index.common_paragraphs(paragraphs, w.seen, facts, w.item_id, len(w.text))
         if common.any():
             own = own_text(w.text, common)
-            sig, own_body = signer.sign(w.title, own), bool(own)
+            sig, own_body, band = signer.sign(w.title, own), bool(own), None
     flags = (KEY_CONTENT if own_body else 0) | (0 if w.shared_link else KEY_LINK)
     keys = exact_keys(w.canonical_url, w.content_hash, flags)
-    same, matches = index.find(sig, w.seen, keys, facts)
+    same, matches = index.find(sig, w.seen, keys, facts, band)
     if same is not None:
-        return Decision(int(index.cluster_ids[same]), 1.0, sig, keys, facts, paragraphs, flags)
+        return Decision(int(index.cluster_ids[same]), 1.0, sig, keys, facts, paragraphs, flags, band)
     choice = choose_cluster(matches, {r: int(index.cluster_ids[r]) for r, _ in matches})
     cluster, sim = choice if choice else (None, 1.0)
-    return Decision(cluster, sim, sig, keys, facts, paragraphs, flags)
+    return Decision(cluster, sim, sig, keys, facts, paragraphs, flags, band)
 
 
 def _useful_url(url: str | None) -> str | None:
@@ -307,8 +309,9 @@ class Clusterer:
         next_cluster = clusters.next_cluster_id()
         index = self.index
         kept = []  # (item id, signature, paragraph keys, own body) as stored
-        for w in work:
-            d = decide(index, self.signer, w)
+        bands = index.band_keys_many([w.signature for w in work])
+        for w, band in zip(work, bands, strict=True):
+            d = decide(index, self.signer, w, band)
             if d.cluster is not None:
                 cluster = d.cluster
                 touched.add(cluster)
@@ -317,7 +320,8 @@ class Clusterer:
                 singletons.append((cluster, w.item_id, w.published))
                 created += 1
             assignments.append((cluster, d.similarity, w.item_id))
-            self._added.append(index.add(w.item_id, cluster, w.seen, d.signature, d.exact, d.facts, d.paragraphs))
+            self._added.append(index.add(w.item_id, cluster, w.seen, d.signature, d.exact, d.facts, d.paragraphs,
+                                         d.band))
             kept.append((w.item_id, d.signature, d.paragraphs, d.key_flags))
         seq = self._writes_pending = bump_index_writes(clusters.store)
         clusters.add_singletons(singletons, now)

@@ -12,6 +12,8 @@ from .database import Store
 
 # What the dedup index keeps of an item (ClusterStore.signatures_since); for a row signed
 # before migration 011 the link is a key, and the content hash where there is any text.
+REFRESH_CHUNK = 500  # clusters refreshed per statement (a recluster's batch touches up to 2,000)
+
 _INDEXED_COLUMNS = """i.id, i.cluster_id, i.first_seen_at, s.kind, s.size, s.lede_size, s.full, s.lede,
     i.canonical_url, i.content_hash, i.feed_id, i.title, s.paragraphs,
     coalesce(s.exact_keys, CASE WHEN length(i.text) > 0 THEN 3 ELSE 2 END)"""
@@ -93,31 +95,38 @@ class ClusterStore:
     def refresh(self, cluster_ids: Iterable[int], now: datetime) -> None:
         """Recompute size, distinct feeds, first/last seen and representative (earliest
         member) of each cluster from its members (plus any pruned ones); delete clusters
-        left empty."""
+        left empty. The members are read for REFRESH_CHUNK clusters at a time: two
+        statements per cluster were ~40% of a poll's cluster writes."""
         greatest, least = self.store.dialect.greatest, self.store.dialect.least
-        for cid in sorted(set(cluster_ids)):
-            stats = self.conn.execute(
-                """SELECT count(*), count(DISTINCT feed_id), min(published_at), max(published_at)
-                   FROM items WHERE cluster_id = ?""",
-                (cid,),
-            ).fetchone()
-            if stats[0] == 0:
-                self.conn.execute("DELETE FROM clusters WHERE id = ?", (cid,))
-                continue
-            rep = self.conn.execute(
-                "SELECT id FROM items WHERE cluster_id = ? ORDER BY published_at, id LIMIT 1",
-                (cid,),
-            ).fetchone()[0]
-            count, feeds, first, last = stats
+        ids = sorted(set(cluster_ids))
+        stamp = iso(now)
+        for start in range(0, len(ids), REFRESH_CHUNK):
+            chunk = ids[start : start + REFRESH_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            stats = {row[0]: row[1:] for row in self.conn.execute(
+                f"""SELECT cluster_id, count(*), count(DISTINCT feed_id), min(published_at), max(published_at)
+                    FROM items WHERE cluster_id IN ({marks}) GROUP BY cluster_id""",
+                chunk,
+            )}  # fmt: skip
+            first: dict[int, int] = {}  # cluster -> its earliest member
+            for cid, item_id in self.conn.execute(
+                f"SELECT cluster_id, id FROM items WHERE cluster_id IN ({marks}) ORDER BY cluster_id, published_at, id",
+                chunk,
+            ):
+                first.setdefault(cid, item_id)
+            gone = [(cid,) for cid in chunk if cid not in stats]
+            if gone:
+                self.conn.executemany("DELETE FROM clusters WHERE id = ?", gone)
             # after pruning, counts and first-seen remember the members that are gone
-            self.conn.execute(
+            self.conn.executemany(
                 f"""UPDATE clusters SET
                        size = ? + pruned,
                        feed_count = CASE WHEN pruned > 0 THEN {greatest}(feed_count, ?) ELSE ? END,
                        first_seen = CASE WHEN pruned > 0 THEN {least}(first_seen, ?) ELSE ? END,
                        last_seen = ?, representative_id = ?, updated_at = ? WHERE id = ?""",
-                (count, feeds, feeds, first, first, last, rep, iso(now), cid),
-            )
+                [(count, feeds, feeds, low, low, high, first[cid], stamp, cid)
+                 for cid, (count, feeds, low, high) in stats.items()],
+            )  # fmt: skip
 
     def reset(self) -> None:
         """Forget every cluster (for a full recluster; inside its transaction). Clusters go
