@@ -7,7 +7,7 @@ a separate process on 64 loopback hosts (127.0.0.2-65), each answer delayed by t
 profile (default: 50-300 ms uniform up to 1,000 feeds, 50 ms above). Then:
 
 1. cold: empty DB, `python -m aggregator --config feeds.yaml --db DB fetch` as a subprocess
-   (default settings: concurrency 32, per_host 2, parse_workers 2): wall time, feeds/s,
+   (default settings: concurrency 64, per_host 2, parse_workers 2): wall time, feeds/s,
    items/s, peak RSS of the process tree (summed, /proc every 50 ms), CPU time of the tree;
 2. warm: the same command again, every feed answers 304;
 3. steady: POST /_control/churn (10% of the feeds gain 5 entries), the same command again;

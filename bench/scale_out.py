@@ -15,7 +15,7 @@ lock (the `lock_wait=` of their poll lines, summed; PostgreSQL only: SQLite's si
 writer never waits), PostgreSQL's CPU (every server process, from /proc), and how the
 feeds were shared (each worker's `due=`).
 
-Settings are the defaults (concurrency 32, per_host 2, parse_workers 2 per worker, lease
+Settings are the defaults (concurrency 64, per_host 2, parse_workers 2 per worker, lease
 600 s) with check_every 1s, interval 1h (no second due time in a phase) and http off.
 PostgreSQL: a throwaway server (tests/pgserver.py) with fsync and full-page writes on and
 synchronous_commit off (a commit does not wait for its WAL flush: the durability of
