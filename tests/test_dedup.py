@@ -439,6 +439,45 @@ def test_a_crowded_bucket_gives_its_newest_rows_wherever_the_last_merge_fell(mer
     assert buckets.query(key) == set(range(110 - BUCKET_CAP, 110))
 
 
+@pytest.mark.parametrize("merge_at", [8192, 7])
+def test_batched_scans_answer_as_single_queries(merge_at: int, monkeypatch) -> None:
+    """query() with a Scan from scan_many (made once for a batch, before its rows are
+    added) gives what query() alone gives, query by query, as the batch's rows join the
+    tail: sparse keys, crowded prefixes, a bucket past BUCKET_CAP that fills in the tail
+    (the Scan is then set aside), and merges in the middle of the batch (merge_at 7)."""
+    from aggregator.dedup.lsh import BUCKET_CAP, Buckets
+
+    monkeypatch.setattr(Buckets, "MERGE_AT", merge_at)
+    rng = np.random.RandomState(9)
+    sparse = rng.randint(0, 2**32, size=(2000, 40), dtype=np.uint64).astype(np.uint32)
+    crowded = (np.uint32(0xABC00000) + rng.randint(0, 64, size=(300, 40))).astype(np.uint32)
+    hot = np.uint32(0x12345678)
+    plain, batched = Buckets(), Buckets()
+    for b in (plain, batched):
+        b.add(np.concatenate([sparse, crowded]), np.arange(2300))
+        b.add(np.full((6, 1), hot, dtype=np.uint32), np.arange(2300, 2306))  # a run short enough to scan
+        b.merge()
+        for row in range(3000, 3052):  # the hot bucket's tail fills up during the batch
+            b.add_one(np.array([hot], dtype=np.uint32), row)
+    # drawn from a few rows, so that later queries find rows the batch added before them
+    batch = [sparse[rng.randint(20)] if i % 3 else crowded[rng.randint(10)] for i in range(60)]
+    batch = [np.concatenate([q[:30], [hot]]).astype(np.uint32) if i % 4 == 0 else q for i, q in enumerate(batch)]
+    batch.append(rng.randint(0, 2**32, size=40, dtype=np.uint64).astype(np.uint32))  # shares nothing
+    scans = batched.scan_many(batch)
+    used = 0
+    for row, (keys, scan) in enumerate(zip(batch, scans, strict=True), start=5000):
+        assert batched.query(keys, scan) == plain.query(keys)
+        used += scan.merges == batched.merges
+        plain.add_one(keys, row)
+        batched.add_one(keys, row)
+    if merge_at == 7:
+        assert 0 < used < len(batch)  # scans made before a merge were set aside
+    else:
+        assert used == len(batch)
+        assert len(batched._tail[int(hot)]) > BUCKET_CAP - Buckets.SCAN  # the tail crowded the hot bucket
+    assert plain.query(np.array([hot], dtype=np.uint32)) == batched.query(np.array([hot], dtype=np.uint32))
+
+
 # ---------------------------------------------------------------- choose_cluster
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..config import DedupSettings
 from .evidence import COMMON_CLUSTERS, NO_FACTS, EntryFacts, may_be_one_entry, titles_contained
-from .lsh import LEDE_CANDIDATE_RECALL, Banding, Buckets, concat_ranges, exact_bucket_key
+from .lsh import LEDE_CANDIDATE_RECALL, Banding, Buckets, Scan, concat_ranges, exact_bucket_key
 from .shingles import MIX, U32
 from .signature import KIND_WORDS, Signature
 from .similarity import similarities
@@ -505,9 +505,17 @@ class DedupIndex:
         keep = self.alive[rows] & (self.seen[rows] >= since)
         return np.sort(rows[keep])
 
+    def scan_many(self, sigs: list[Signature], exact: list[tuple[int, int]], bands: list[np.ndarray]) -> list[Scan]:
+        """The sorted part of find()'s lookups for a batch of items about to be placed
+        (Buckets.scan_many): pass each one's Scan to find() with the same signature, exact
+        keys and band keys."""
+        return self.buckets.scan_many(
+            [self._query_keys(sig, keys, band) for sig, keys, band in zip(sigs, exact, bands, strict=True)]
+        )
+
     def find(
         self, sig: Signature, seen: int, exact: tuple[int, int] = NO_KEY, facts: EntryFacts = NO_FACTS,
-        band: np.ndarray | None = None,
+        band: np.ndarray | None = None, scan: Scan | None = None,
     ) -> tuple[int | None, list[tuple[int, float]]]:
         """(row of the earliest item with the same exact key, []) when there is one (the
         exact shortcut), else (None, the verified copies as `matches` gives them, less
@@ -516,8 +524,13 @@ class DedupIndex:
         A link is an exact key only while it names one entry: when two entries of one
         feed share it (the blog's feed URL on every link post, a section page, a
         redirector), it says nothing about any entry that carries it. `band`: the band keys
-        of `sig`, when band_keys_many made them."""
-        found = self.buckets.query(self._query_keys(sig, exact, band))
+        of `sig`, when band_keys_many made them; `scan`: scan_many's, made with the same."""
+        if scan is not None:
+            if exact != NO_KEY:
+                self._exact_memo = (sig, exact, scan.keys)  # for the add() that follows
+            found = self.buckets.query(scan.keys, scan)
+        else:
+            found = self.buckets.query(self._query_keys(sig, exact, band))
         if not found:  # the usual case: a story no one else carries
             return None, []
         rows = self._live_rows(found, seen)

@@ -40,7 +40,7 @@ import numpy as np
 from ..config import DedupSettings
 from ..dedup.evidence import EntryFacts, own_text, paragraph_keys
 from ..dedup.index import DedupIndex
-from ..dedup.lsh import exact_key
+from ..dedup.lsh import Scan, exact_key
 from ..dedup.signature import Signature, Signer
 from ..dedup.similarity import choose_cluster
 from ..records import Item
@@ -81,9 +81,14 @@ class Decision(NamedTuple):
     band: np.ndarray | None = None  # the band keys of `signature`, when made in a batch
 
 
-def decide(index: DedupIndex, signer: Signer, w: Placement, band: np.ndarray | None = None) -> Decision:
+def decide(
+    index: DedupIndex, signer: Signer, w: Placement, band: np.ndarray | None = None,
+    looked_up: tuple[tuple[int, int], Scan] | None = None,
+) -> Decision:  # fmt: skip
     """The cluster an item joins (see the module docstring), from the index as it is.
-    `band`: the band keys of w.signature (DedupIndex.band_keys_many), if made."""
+    `band`: the band keys of w.signature (DedupIndex.band_keys_many), if made;
+    `looked_up`: its exact keys and DedupIndex.scan_many's Scan, if made (both as
+    for an item with no common paragraphs: one that has some is signed again)."""
     facts = EntryFacts(w.feed_id, w.title)
     sig, own_body = w.signature, bool(w.text)
     paragraphs = paragraph_keys(w.text)
@@ -91,10 +96,13 @@ def decide(index: DedupIndex, signer: Signer, w: Placement, band: np.ndarray | N
         common = index.common_paragraphs(paragraphs, w.seen, facts, w.item_id, len(w.text))
         if common.any():
             own = own_text(w.text, common)
-            sig, own_body, band = signer.sign(w.title, own), bool(own), None
-    flags = (KEY_CONTENT if own_body else 0) | (0 if w.shared_link else KEY_LINK)
-    keys = exact_keys(w.canonical_url, w.content_hash, flags)
-    same, matches = index.find(sig, w.seen, keys, facts, band)
+            sig, own_body, band, looked_up = signer.sign(w.title, own), bool(own), None, None
+    if looked_up:
+        (keys, scan), flags = looked_up, first_flags(w)
+    else:
+        flags = (KEY_CONTENT if own_body else 0) | (0 if w.shared_link else KEY_LINK)
+        keys, scan = exact_keys(w.canonical_url, w.content_hash, flags), None
+    same, matches = index.find(sig, w.seen, keys, facts, band, scan)
     if same is not None:
         return Decision(int(index.cluster_ids[same]), 1.0, sig, keys, facts, paragraphs, flags, band)
     choice = choose_cluster(matches, {r: int(index.cluster_ids[r]) for r, _ in matches})
@@ -124,6 +132,12 @@ def _useful_url(url: str | None) -> str | None:
 
 
 KEY_CONTENT, KEY_LINK = 1, 2  # Decision.key_flags (stored as signatures.exact_keys)
+
+
+def first_flags(w: Placement) -> int:
+    """The exact keys that count for an item whose text is all its own (no common
+    paragraphs): its content hash when it has text, its link unless shared."""
+    return (KEY_CONTENT if w.text else 0) | (0 if w.shared_link else KEY_LINK)
 
 
 def exact_keys(canonical_url: str | None, content_hash: str | None, flags: int = KEY_CONTENT | KEY_LINK) -> tuple[int, int]:
@@ -310,8 +324,10 @@ class Clusterer:
         index = self.index
         kept = []  # (item id, signature, paragraph keys, own body) as stored
         bands = index.band_keys_many([w.signature for w in work])
-        for w, band in zip(work, bands, strict=True):
-            d = decide(index, self.signer, w, band)
+        exact = [exact_keys(w.canonical_url, w.content_hash, first_flags(w)) for w in work]
+        scans = index.scan_many([w.signature for w in work], exact, bands)
+        for w, band, keys, scan in zip(work, bands, exact, scans, strict=True):
+            d = decide(index, self.signer, w, band, (keys, scan))
             if d.cluster is not None:
                 cluster = d.cluster
                 touched.add(cluster)
