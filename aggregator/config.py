@@ -48,6 +48,16 @@ class DedupSettings:
 
 
 @dataclass(frozen=True)
+class StorySettings:
+    """The story tier above the copy clusters (`settings.stories`, aggregator/dedup/stories.py);
+    the threshold chosen by bench/story_quality.py for pair precision >= 0.9."""
+
+    enabled: bool = True  # off: every copy cluster is a story of its own
+    window: float = 72 * 3600  # clusters this far apart in time never share a story
+    threshold: float = 0.30  # weighted term cosine a cluster needs to join a story
+
+
+@dataclass(frozen=True)
 class DigestSettings:
     """The published digest feed (`settings.digest`)."""
 
@@ -60,6 +70,7 @@ class DigestSettings:
     # ranking (aggregator/store/ranking.py): score = rank_sources × log2(outlets) − age / rank_recency
     rank_sources: float = 1.0
     rank_recency: float = 12 * 3600
+    group: str = "stories"  # one entry per story (with its other coverage) | per copy cluster: clusters
 
 
 @dataclass(frozen=True)
@@ -90,6 +101,7 @@ class Settings:
     lease: float = 600.0
     dedup: DedupSettings = field(default_factory=DedupSettings)
     digest: DigestSettings = field(default_factory=DigestSettings)
+    stories: StorySettings = field(default_factory=StorySettings)
 
     def http_address(self) -> tuple[str, int] | None:
         """(host, port) to serve on, or None when serving is off."""
@@ -201,6 +213,9 @@ def _settings(loader: SafeConstructor, where: _Where, node: Node | None) -> Sett
         if name == "digest":
             values[name] = _digest(loader, where, value_node)
             continue
+        if name == "stories":
+            values[name] = _stories(loader, where, value_node)
+            continue
         if name == "http":
             raw = _scalar(loader, value_node)
             try:
@@ -291,11 +306,40 @@ def _digest(loader: SafeConstructor, where: _Where, node: Node) -> DigestSetting
                 if raw not in ("atom", "rss", "json"):
                     raise ValueError(f"{raw!r} must be atom, rss or json")
                 values[name] = raw
+            elif name == "group":
+                if raw not in ("stories", "clusters"):
+                    raise ValueError(f"{raw!r} must be stories or clusters")
+                values[name] = raw
             else:
                 values[name] = str(raw)
         except ValueError as exc:
             raise ConfigError(f"{where(value_node)}: settings.digest.{name}: {exc}") from None
     return DigestSettings(**values)
+
+
+def _stories(loader: SafeConstructor, where: _Where, node: Node) -> StorySettings:
+    if not isinstance(node, MappingNode):
+        raise ConfigError(f"{where(node)}: `settings.stories` must be a mapping of key: value")
+    _check_keys(where, node, {f.name for f in fields(StorySettings)}, "settings.stories")
+    values: dict[str, Any] = {}
+    for name, (_, value_node) in _mapping(node, where).items():
+        raw = _scalar(loader, value_node)
+        try:
+            if name == "enabled":
+                if not isinstance(raw, bool):
+                    raise ValueError(f"{raw!r} must be true or false")
+                values[name] = raw
+            elif name == "window":
+                values[name] = parse_duration(raw)
+                if values[name] <= 0:
+                    raise ValueError(f"{raw!r} must be longer than 0s")
+            else:
+                if not isinstance(raw, int | float) or isinstance(raw, bool) or not 0 < raw <= 1:
+                    raise ValueError(f"{raw!r} must be a number between 0 and 1")
+                values[name] = float(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{where(value_node)}: settings.stories.{name}: {exc}") from None
+    return StorySettings(**values)
 
 
 def _feed(loader: SafeConstructor, where: _Where, node: Node, index: int) -> FeedConfig:

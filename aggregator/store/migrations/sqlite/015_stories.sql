@@ -1,0 +1,13 @@
+-- Stories: the tier above the copy clusters (aggregator/dedup/stories.py says how clusters
+-- are placed). Copy clusters that report one event, each in its own words, share a story.
+--   clusters.story_id     the story the cluster is in: the id of the story's first cluster
+--                         (so a cluster alone is the story with its own id). Stable: it
+--                         stays the story's id when the lead cluster changes.
+--   clusters.story_score  how strongly the cluster matched the story when it joined (the
+--                         weighted term cosine); NULL for the cluster that started it.
+ALTER TABLE clusters ADD COLUMN story_id INTEGER;
+ALTER TABLE clusters ADD COLUMN story_score REAL;
+-- Every existing cluster is a story of its own until `aggregator recluster` groups them.
+UPDATE clusters SET story_id = id;
+-- A story's clusters, for the story views and the digest.
+CREATE INDEX clusters_story ON clusters (story_id);
