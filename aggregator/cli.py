@@ -424,7 +424,7 @@ def cmd_recluster(args, config: Config) -> int:
             progress.total = max(total, 1)
             progress.advance(done - progress.done)
 
-        count = Clusterer(dedup).recluster(store, step)
+        count = Clusterer(dedup, config.settings.stories).recluster(store, step)
         progress.close()
         items = store.count("items")
     print(f"{items} items in {count} clusters")

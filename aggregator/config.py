@@ -54,7 +54,7 @@ class StorySettings:
 
     enabled: bool = True  # off: every copy cluster is a story of its own
     window: float = 72 * 3600  # clusters this far apart in time never share a story
-    threshold: float = 0.30  # weighted term cosine a cluster needs to join a story
+    threshold: float = 0.15  # weighted term cosine a cluster needs to join a story
 
 
 @dataclass(frozen=True)

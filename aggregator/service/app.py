@@ -49,7 +49,7 @@ class Pipeline:
     def start(cls, config: Config, store: Store, load_index: bool = True) -> Pipeline:
         """With load_index False the dedup index is built when the first new item needs
         it (Clusterer.assign), so a poll where every feed answers 304 never builds it."""
-        clusterer = Clusterer(config.settings.dedup)
+        clusterer = Clusterer(config.settings.dedup, config.settings.stories)
         if load_index:
             clusterer.load(store, utcnow())
         return cls(config, store, clusterer, outage=StoreOutage(base_delay=config.settings.check_every),

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from ..config import DedupSettings
+from ..config import DedupSettings, StorySettings
 from ..dedup.evidence import EntryFacts, own_text, paragraph_keys
 from ..dedup.index import DedupIndex
 from ..dedup.lsh import Scan, exact_key
@@ -47,6 +47,7 @@ from ..records import Item
 from ..store.clusters import ClusterStore, bump_cluster_generation, bump_index_writes, index_state
 from ..store.database import Store, StoredItem
 from ..timeutil import from_iso
+from .stories import StoryTier
 
 log = logging.getLogger("aggregator.clustering")
 
@@ -151,9 +152,11 @@ class Clusterer:
     """Holds the in-memory dedup index; writes memberships through the caller's
     transaction. Rows added during a transaction are dropped again on rollback."""
 
-    def __init__(self, settings: DedupSettings):
+    def __init__(self, settings: DedupSettings, stories: StorySettings | None = None):
         self.settings = settings
         self.index = DedupIndex(settings)
+        stories = stories or StorySettings()
+        self.stories = StoryTier(stories) if stories.enabled else None  # None: each cluster its own story
         self._added: list[int] = []
         self._killed: list[int] = []
         self.rebuild_seconds = 0.0
@@ -187,6 +190,8 @@ class Clusterer:
         state = index_state(store)
         since = now - timedelta(seconds=self.settings.window)
         loaded = self._index_rows(ClusterStore(store).signatures_since(since), bulk=True)
+        if self.stories:
+            self.stories.load(ClusterStore(store), now)
         self.generation, self.writes = state
         self.rebuild_seconds = time.perf_counter() - started
         return loaded
@@ -251,6 +256,8 @@ class Clusterer:
         before = self.index.n
         self._index_rows(fresh, bulk=False)
         self._added.extend(range(before, self.index.n))
+        if self.stories:
+            self.stories.stale()  # rebuilt from the store, other processes' stories included
         self._writes_pending = writes  # in step with the store, whether or not we write
         # debug: beside a running fetch this happens at every interleaved transaction
         log.debug("indexed %d items other processes placed in clusters", len(placed))
@@ -319,9 +326,11 @@ class Clusterer:
             return 0
         created = 0
         assignments = []
-        singletons: list[tuple[int, int, datetime]] = []  # written in one go below
+        singletons: list[tuple] = []  # written in one go below (ClusterStore.add_singletons)
         next_cluster = clusters.next_cluster_id()
-        index = self.index
+        index, stories = self.index, self.stories
+        if stories:
+            stories.ensure(clusters, now)
         kept = []  # (item id, signature, paragraph keys, own body) as stored
         bands = index.band_keys_many([w.signature for w in work])
         exact = [exact_keys(w.canonical_url, w.content_hash, first_flags(w)) for w in work]
@@ -331,9 +340,16 @@ class Clusterer:
             if d.cluster is not None:
                 cluster = d.cluster
                 touched.add(cluster)
+                if stories:
+                    stories.joined(cluster, w.feed_id, w.title, w.text)
             else:
                 cluster, next_cluster = next_cluster, next_cluster + 1
-                singletons.append((cluster, w.item_id, w.published))
+                if stories:
+                    story = stories.place(cluster, w.feed_id, w.published, w.seen, w.title, w.text)
+                    singletons.append((cluster, w.item_id, w.published, story.story_id, story.score,
+                                       story.vector.to_text()))  # fmt: skip
+                else:
+                    singletons.append((cluster, w.item_id, w.published, cluster, None, None))
                 created += 1
             assignments.append((cluster, d.similarity, w.item_id))
             self._added.append(index.add(w.item_id, cluster, w.seen, d.signature, d.exact, d.facts, d.paragraphs,
@@ -341,6 +357,8 @@ class Clusterer:
             kept.append((w.item_id, d.signature, d.paragraphs, d.key_flags))
         seq = self._writes_pending = bump_index_writes(clusters.store)
         clusters.add_singletons(singletons, now)
+        if stories:
+            clusters.move_to_stories(stories.written())
         clusters.save_signatures(kept)
         clusters.set_item_clusters(assignments, seq)
         clusters.refresh(touched, now)
@@ -362,6 +380,8 @@ class Clusterer:
         """The transaction failed: forget rows it added, revive rows it retired. An index
         (re)built inside it saw uncommitted rows: it is dropped, and rebuilt on next use."""
         self._writes_pending = None
+        if self.stories:
+            self.stories.stale()  # it may hold placements the store does not
         if self._loaded_in_transaction:
             self.index = DedupIndex(self.settings)
             self.generation = self.writes = -1
@@ -384,6 +404,8 @@ class Clusterer:
         clusters until it commits."""
         clusters = ClusterStore(store)
         self.index = DedupIndex(self.settings)
+        if self.stories:
+            self.stories.reset()
         conn = store.conn
         total = conn.execute("SELECT count(*) FROM items").fetchone()[0]
         done = 0

@@ -172,7 +172,7 @@ class Daemon:
                       "to stop following every feed, stop the daemon and start it on the empty "
                       "file", self.config.path, len(before))  # fmt: skip
             return
-        for key in ("database", "http", "dedup", "parse_workers"):
+        for key in ("database", "http", "dedup", "stories", "parse_workers"):
             if getattr(new.settings, key) != getattr(self.config.settings, key):
                 log.warning("settings.%s changed: takes effect after a restart", key)
         old_settings = self.config.settings

@@ -5,8 +5,11 @@
 --                         stays the story's id when the lead cluster changes.
 --   clusters.story_score  how strongly the cluster matched the story when it joined (the
 --                         weighted term cosine); NULL for the cluster that started it.
+--   clusters.story_terms  the cluster's weighted terms as placed ("term weight" lines), so
+--                         that a restarted daemon's story index is the one that placed them.
 ALTER TABLE clusters ADD COLUMN story_id INTEGER;
 ALTER TABLE clusters ADD COLUMN story_score REAL;
+ALTER TABLE clusters ADD COLUMN story_terms TEXT;
 -- Every existing cluster is a story of its own until `aggregator recluster` groups them.
 UPDATE clusters SET story_id = id;
 -- A story's clusters, for the story views and the digest.
