@@ -53,6 +53,10 @@ COMMON_SHARE = 0.2  # terms in more than this share of the clusters propose no c
 IDF_CLUSTERS = 10_000
 
 MIN_SHARED = 3  # terms two clusters must share: a short item's few words match by chance
+MIN_SHARED_NAMES = 1  # names they must share: reports of one event name its place or people
+CALENDAR = frozenset(
+    ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december"]
+)
 SAME_FEED_GUARD = 1.0  # share of the threshold needed against the story's first cluster
 # when the story already holds a cluster of the joining cluster's feed (a series, often)
 
@@ -60,23 +64,18 @@ _WORD = re.compile(r"\w+")
 # Function words: they carry no event, and skipping them keeps the postings short. The
 # weights of everything else come from the window (IDF), not from this list.
 STOPWORDS = frozenset(
-    """a about after again against all also am an and any are as at be because been before
-    being below between both but by can could did do does doing down during each few for
-    from further had has have having he her here hers herself him himself his how i if in
-    into is it its itself just me more most my myself no nor not now of off on once only or
-    other our ours out over own said same says she should so some such than that the their
-    theirs them then there these they this those through to too under until up very was we
-    were what when where which while who whom why will with would you your yours
-    mr mrs ms new one two""".split()
+    ["a", "about", "after", "again", "against", "all", "also", "am", "an", "and", "any", "are", "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by", "can", "could", "did", "do", "does", "doing", "down", "during", "each", "few", "for", "from", "further", "had", "has", "have", "having", "he", "her", "here", "hers", "herself", "him", "himself", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "me", "more", "most", "my", "myself", "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or", "other", "our", "ours", "out", "over", "own", "said", "same", "says", "she", "should", "so", "some", "such", "than", "that", "the", "their", "theirs", "them", "then", "there", "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you", "your", "yours", "mr", "mrs", "ms", "new", "one", "two"]
 )
 
 
 @dataclass(frozen=True)
 class StoryTerms:
-    """A cluster's weighted terms before IDF: each distinct term and its weighted count."""
+    """A cluster's weighted terms before IDF: each distinct term and its weighted count, and
+    which of them are names."""
 
     terms: tuple[str, ...]
     counts: tuple[float, ...]
+    names: frozenset[str] = frozenset()
 
 
 def story_terms(title: str, text: str, lead_chars: int = LEAD_CHARS) -> StoryTerms:
@@ -88,35 +87,50 @@ def story_terms(title: str, text: str, lead_chars: int = LEAD_CHARS) -> StoryTer
     for term in _WORD.findall(title.lower()):
         if term not in STOPWORDS:
             counts[term] = get(term, 0.0) + TITLE_WEIGHT
+    capitalised, lower = set(), set()
     for word in _WORD.findall(text, 0, lead_chars):
         term = word.lower()
         if term not in STOPWORDS:
-            counts[term] = get(term, 0.0) + (NAME_WEIGHT if word[0].isupper() else 1.0)
-    return StoryTerms(tuple(counts), tuple(counts.values()))
+            if word[0].isupper():
+                counts[term] = get(term, 0.0) + NAME_WEIGHT
+                capitalised.add(term)
+            else:
+                counts[term] = get(term, 0.0) + 1.0
+                lower.add(term)
+    names = frozenset(capitalised - lower - CALENDAR)  # "Police" at a sentence start, "police" later: no name
+    return StoryTerms(tuple(counts), tuple(counts.values()), names)
 
 
 _LOG = [0.0, *(math.log(n) for n in range(1, IDF_CLUSTERS + 3))]  # log(df + 1), looked up
 
 
 class StoryVector(NamedTuple):
-    """A cluster's unit vector as indexed and stored: terms and their TF-IDF weights."""
+    """A cluster's unit vector as indexed and stored: terms and their TF-IDF weights, and
+    its names (StoryTerms.names among the terms kept)."""
 
     terms: tuple[str, ...]
     weights: tuple[float, ...]
+    names: frozenset[str] = frozenset()
 
     def to_text(self) -> str:
-        """The stored form (clusters.story_terms): `term weight` pairs, one per line."""
-        return "\n".join(f"{t} {w:.6g}" for t, w in zip(self.terms, self.weights, strict=True))
+        """The stored form (clusters.story_terms): `term weight` pairs, one per line, a
+        name's term marked with a leading `*`."""
+        names = self.names
+        return "\n".join(f"{'*' if t in names else ''}{t} {w:.6g}"
+                         for t, w in zip(self.terms, self.weights, strict=True))  # fmt: skip
 
     @classmethod
     def from_text(cls, text: str | None) -> StoryVector:
-        terms, weights = [], []
+        terms, weights, names = [], [], set()
         for line in (text or "").splitlines():
             term, _, weight = line.rpartition(" ")
+            if term.startswith("*"):
+                term = term[1:]
+                names.add(term)
             if term:
                 terms.append(term)
                 weights.append(float(weight))
-        return cls(tuple(terms), tuple(weights))
+        return cls(tuple(terms), tuple(weights), frozenset(names))
 
 
 class StoryPlacement(NamedTuple):
@@ -145,6 +159,7 @@ class StoryIndex:
     _feed: list[int] = field(default_factory=list)
     _title: list[int] = field(default_factory=list)  # hash of the starting item's headline
     _terms: list[frozenset[str]] = field(default_factory=list)
+    _names: list[frozenset[str]] = field(default_factory=list)
     _alive: list[bool] = field(default_factory=list)
     _postings: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
     _df: dict[str, int] = field(default_factory=dict)
@@ -203,7 +218,8 @@ class StoryIndex:
         if len(pairs) > MAX_TERMS:
             pairs = sorted(pairs, key=lambda p: -p[1])[:MAX_TERMS]
         norm = math.sqrt(sum(w * w for _, w in pairs)) or 1.0
-        return StoryVector(tuple(t for t, _ in pairs), tuple(w / norm for _, w in pairs))
+        kept = tuple(t for t, _ in pairs)
+        return StoryVector(kept, tuple(w / norm for _, w in pairs), terms.names.intersection(kept))
 
     def _best_story(self, vector: StoryVector, feed_id: int, time: float, exclude: int = -1) -> tuple[int | None, float | None]:
         scores: dict[int, float] = {}
@@ -224,7 +240,9 @@ class StoryIndex:
                 continue
             if self._feed[slot] == feed_id or abs(self._time[slot] - time) > window:
                 continue
-            if MIN_SHARED and len(self._terms[slot].intersection(vector.terms)) < MIN_SHARED:
+            if len(self._terms[slot].intersection(vector.terms)) < MIN_SHARED:
+                continue
+            if MIN_SHARED_NAMES and len(self._names[slot].intersection(vector.names)) < MIN_SHARED_NAMES:
                 continue
             story = self._story[slot]
             first = self._slot_of.get(story)
@@ -256,6 +274,7 @@ class StoryIndex:
         self._feed.append(feed_id)
         self._title.append(title)
         self._terms.append(frozenset(vector.terms))
+        self._names.append(vector.names)
         self._alive.append(True)
         self._live += 1
         self._members.setdefault(story_id, set()).add(slot)
@@ -311,7 +330,7 @@ class StoryIndex:
             return
         self._alive[slot] = False
         self._live -= 1
-        self._terms[slot] = frozenset()
+        self._terms[slot] = self._names[slot] = frozenset()
         story = self._story[slot]
         self._leave(story, slot)
 
@@ -339,7 +358,7 @@ class StoryIndex:
             if live:
                 renumber[slot] = len(renumber)
         keep = list(renumber)
-        for name in ("_cluster", "_story", "_time", "_feed", "_title", "_terms", "_alive"):
+        for name in ("_cluster", "_story", "_time", "_feed", "_title", "_terms", "_names", "_alive"):
             old = getattr(self, name)
             setattr(self, name, [old[s] for s in keep])
         self._slot_of = {c: renumber[s] for c, s in self._slot_of.items()}
