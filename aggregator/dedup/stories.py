@@ -33,12 +33,12 @@ frequencies, what has expired) depends only on the clusters in it, never on the 
 
 from __future__ import annotations
 
-import heapq
 import math
 import re
+from array import array
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 LEAD_CHARS = 600  # opening characters of the text compared with the headline (~100 words)
@@ -46,7 +46,8 @@ TITLE_WEIGHT = 2.0
 NAME_WEIGHT = 1.5
 CHAIN_GUARD = 0.5  # share of the threshold a joining cluster needs against the story's first
 MAX_TERMS = 40  # the heaviest terms of a vector kept (the tail adds cost, not evidence)
-COMMON_SHARE = 0.2  # terms in more than this share of the clusters propose no candidates
+COMMON_SHARE = 0.05  # terms in more than this share of the clusters propose no candidates
+SHARED_UNIT = 1024.0  # (how _best_story counts shared terms; far above any cosine)
 # The IDF is learnt from the last this many clusters, whatever their time: enough text for
 # the weights to mean something where feeds are few and slow (a window of 72 h can hold a
 # dozen clusters), and a bounded cost where they are many.
@@ -142,39 +143,45 @@ class StoryPlacement(NamedTuple):
     vector: StoryVector
 
 
-@dataclass
+class _Cluster:
+    """What the index keeps of a cluster besides its postings (slots: ~200 bytes)."""
+
+    __slots__ = ("story", "time", "feed", "title", "names", "bucket")
+
+    def __init__(self, story: int, time: float, feed: int, title: int, names: tuple[str, ...], bucket: int):
+        self.story, self.time, self.feed, self.title, self.names, self.bucket = story, time, feed, title, names, bucket
+
+
 class StoryIndex:
-    """The clusters of the last `window` of story time (the candidates), with their
-    vectors and postings by term, and the document frequencies of the last `idf_clusters`
-    clusters; `window` and `threshold` as in the module docstring. Expiry follows the newest
-    story time seen and the arrival order, so it is the same on a replay."""
+    """The clusters of the last `retention` of story time (the candidates), their postings
+    by term in buckets of `window` of story time, and the document frequencies of the last
+    `idf_clusters` clusters; `window` and `threshold` as in the module docstring.
 
-    window: float
-    threshold: float
-    idf_clusters: int = IDF_CLUSTERS
-    _slot_of: dict[int, int] = field(default_factory=dict)  # cluster id -> slot
-    _cluster: list[int] = field(default_factory=list)
-    _story: list[int] = field(default_factory=list)
-    _time: list[float] = field(default_factory=list)
-    _feed: list[int] = field(default_factory=list)
-    _title: list[int] = field(default_factory=list)  # hash of the starting item's headline
-    _terms: list[frozenset[str]] = field(default_factory=list)
-    _names: list[frozenset[str]] = field(default_factory=list)
-    _alive: list[bool] = field(default_factory=list)
-    _postings: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
-    _df: dict[str, int] = field(default_factory=dict)
-    _df_terms: deque[tuple[str, ...]] = field(default_factory=deque)  # of the last idf_clusters clusters
-    _members: dict[int, set[int]] = field(default_factory=dict)  # story -> its live slots
-    _expiry: list[tuple[float, int]] = field(default_factory=list)
-    _live = 0
-    newest = -math.inf
+    A new cluster's candidates are read from its own bucket and the two beside it, so a
+    cluster of any date finds the clusters near it in time, whenever they arrived (a feed's
+    backlog); buckets older than `retention` before the newest story time are dropped
+    whole. Expiry follows the newest story time seen and the arrival order, never the
+    clock, so it is the same on a replay."""
 
-    def __post_init__(self) -> None:
-        if not 0 < self.idf_clusters <= IDF_CLUSTERS:
+    def __init__(self, window: float, threshold: float, retention: float | None = None,
+                 idf_clusters: int = IDF_CLUSTERS):  # fmt: skip
+        if not 0 < idf_clusters <= IDF_CLUSTERS:
             raise ValueError(f"idf_clusters must be 1..{IDF_CLUSTERS}")
+        self.window, self.threshold = window, threshold
+        self.retention = max(retention or 0.0, window)
+        self.idf_clusters = idf_clusters
+        self.newest = -math.inf
+        self._clusters: dict[int, _Cluster] = {}
+        # bucket -> term -> (cluster ids, weights); and bucket -> its clusters, to expire
+        self._buckets: dict[int, dict[str, tuple[array, array]]] = {}
+        self._bucket_clusters: dict[int, list[int]] = {}
+        self._members: dict[int, set[int]] = {}  # story -> its clusters in the index
+        self._df: dict[str, int] = {}
+        self._df_terms: deque[tuple[str, ...]] = deque()  # of the last idf_clusters clusters
+        self._vocab: dict[str, str] = {}  # one string object per term, shared by every vector
 
     def __len__(self) -> int:
-        return self._live
+        return len(self._clusters)
 
     # ------------------------------------------------------------ placing
 
@@ -191,24 +198,24 @@ class StoryIndex:
         """Whether an item of `feed_id` under headline hash `title` joining the cluster's
         copies gets a say in its story: from another feed, under another headline, and the
         cluster still alone in its story."""
-        slot = self._slot_of.get(cluster_id)
-        if slot is None or self._feed[slot] == feed_id or self._title[slot] == title:
+        c = self._clusters.get(cluster_id)
+        if c is None or c.feed == feed_id or c.title == title:
             return False
-        return len(self._members[self._story[slot]]) == 1
+        return len(self._members[c.story]) == 1
 
     def place_again(self, cluster_id: int, feed_id: int, terms: StoryTerms) -> StoryPlacement | None:
         """A cluster that may_move: the story the new item's terms match, if any (the
         cluster moves there and keeps its own vector). None: it stays."""
-        slot = self._slot_of[cluster_id]
+        c = self._clusters[cluster_id]
         vector = self.vector(terms)
-        story, score = self._best_story(vector, feed_id, self._time[slot], exclude=slot)
+        story, score = self._best_story(vector, feed_id, c.time, exclude=cluster_id)
         if story is None:
             return None
         self.move(cluster_id, story)
         return StoryPlacement(story, score, vector)
 
     def vector(self, terms: StoryTerms) -> StoryVector:
-        """TF-IDF unit vector, the IDF from the clusters indexed now (sublinear TF)."""
+        """TF-IDF unit vector, the IDF from the last idf_clusters clusters (sublinear TF)."""
         log_n = math.log(len(self._df_terms) + 2)
         df, log = self._df.get, _LOG
         pairs = [
@@ -222,71 +229,77 @@ class StoryIndex:
         return StoryVector(kept, tuple(w / norm for _, w in pairs), terms.names.intersection(kept))
 
     def _best_story(self, vector: StoryVector, feed_id: int, time: float, exclude: int = -1) -> tuple[int | None, float | None]:
+        """The story of the best candidate that passes the rule, and its score."""
+        # each shared term adds its product and SHARED_UNIT: the count rides along with the score
         scores: dict[int, float] = {}
+        get = scores.get
         common = max(COMMON_SHARE * len(self._df_terms), 5)
-        postings, df = self._postings, self._df
-        for term, weight in zip(vector.terms, vector.weights, strict=True):
-            if df.get(term, 0) > common:
+        df = self._df
+        home = int(time // self.window)
+        for b in (home - 1, home, home + 1):
+            bucket = self._buckets.get(b)
+            if bucket is None:
                 continue
-            found = postings.get(term)
-            if found is None:
-                continue
-            for slot, w in zip(*found, strict=True):
-                scores[slot] = scores.get(slot, 0.0) + weight * w
-        best: tuple[float, int] | None = None
-        threshold, window = self.threshold, self.window
-        for slot, score in scores.items():
-            if score < threshold or slot == exclude or not self._alive[slot]:
-                continue
-            if self._feed[slot] == feed_id or abs(self._time[slot] - time) > window:
-                continue
-            if len(self._terms[slot].intersection(vector.terms)) < MIN_SHARED:
-                continue
-            if MIN_SHARED_NAMES and len(self._names[slot].intersection(vector.names)) < MIN_SHARED_NAMES:
-                continue
-            story = self._story[slot]
-            first = self._slot_of.get(story)
-            if first is not None and first != slot and self._alive[first]:
-                guard = SAME_FEED_GUARD if feed_id in self._story_feeds(story) else CHAIN_GUARD
-                if scores.get(first, 0.0) < threshold * guard:
+            for term, weight in zip(vector.terms, vector.weights, strict=True):
+                found = bucket.get(term)
+                if found is None or df.get(term, 0) > common:
                     continue
-            if best is None or score > best[0] or (score == best[0] and story < self._story[best[1]]):
-                best = (score, slot)
+                for cid, w in zip(*found, strict=True):
+                    scores[cid] = get(cid, 0.0) + weight * w + SHARED_UNIT
+        best: tuple[float, int, int] | None = None  # (score, -story, cluster)
+        threshold, window, clusters = self.threshold, self.window, self._clusters
+        need = MIN_SHARED * SHARED_UNIT + threshold
+        names = vector.names
+        for cid, total in scores.items():
+            if total < need or cid == exclude:
+                continue
+            shared = int(total // SHARED_UNIT)
+            score = total - shared * SHARED_UNIT
+            c = clusters.get(cid)
+            if score < threshold or c is None or c.feed == feed_id or abs(c.time - time) > window:
+                continue
+            if MIN_SHARED_NAMES and sum(n in names for n in c.names) < MIN_SHARED_NAMES:
+                continue
+            first_id = c.story
+            if first_id != cid and first_id in clusters:
+                guard = SAME_FEED_GUARD if feed_id in self._story_feeds(c.story) else CHAIN_GUARD
+                first_total = scores.get(first_id, 0.0)
+                if first_total - (first_total // SHARED_UNIT) * SHARED_UNIT < threshold * guard:
+                    continue
+            key = (score, -c.story, cid)
+            if best is None or key > best:
+                best = key
         if best is None:
             return None, None
-        return self._story[best[1]], best[0]
+        return -best[1], best[0]
 
     # ------------------------------------------------------------ state
 
     def add(self, cluster_id: int, story_id: int, feed_id: int, time: float, vector: StoryVector, title: int = 0) -> None:
         """Index a cluster as placed (also how a stored one is loaded back)."""
         self._advance(time)
-        if cluster_id in self._slot_of:
+        if cluster_id in self._clusters:
             self.drop(cluster_id)
-        self._count(vector.terms)
-        if time < self.newest - self.window:
+        vocab = self._vocab
+        terms = tuple(vocab.setdefault(t, t) for t in vector.terms)
+        self._count(terms)
+        if time < self.newest - self.retention:
             return  # too old to be anyone's candidate: it counts for the IDF only
-        slot = len(self._cluster)
-        self._slot_of[cluster_id] = slot
-        self._cluster.append(cluster_id)
-        self._story.append(story_id)
-        self._time.append(time)
-        self._feed.append(feed_id)
-        self._title.append(title)
-        self._terms.append(frozenset(vector.terms))
-        self._names.append(vector.names)
-        self._alive.append(True)
-        self._live += 1
-        self._members.setdefault(story_id, set()).add(slot)
-        postings = self._postings
-        for term, weight in zip(vector.terms, vector.weights, strict=True):
-            found = postings.get(term)
+        b = int(time // self.window)
+        self._clusters[cluster_id] = _Cluster(story_id, time, feed_id, title, tuple(vector.names), b)
+        self._members.setdefault(story_id, set()).add(cluster_id)
+        bucket = self._buckets.get(b)
+        if bucket is None:
+            bucket = self._buckets[b] = {}
+            self._bucket_clusters[b] = []
+        self._bucket_clusters[b].append(cluster_id)
+        for term, weight in zip(terms, vector.weights, strict=True):
+            found = bucket.get(term)
             if found is None:
-                postings[term] = ([slot], [weight])
+                bucket[term] = (array("q", (cluster_id,)), array("d", (weight,)))
             else:
-                found[0].append(slot)
+                found[0].append(cluster_id)
                 found[1].append(weight)
-        heapq.heappush(self._expiry, (time, slot))
 
     def _count(self, terms: tuple[str, ...]) -> None:
         """Count a cluster's terms for the IDF, forgetting the oldest beyond idf_clusters."""
@@ -301,77 +314,46 @@ class StoryIndex:
                     df[term] = left
                 else:
                     del df[term]
+                    self._vocab.pop(term, None)
 
     def move(self, cluster_id: int, story_id: int) -> None:
-        slot = self._slot_of[cluster_id]
-        old = self._story[slot]
-        self._leave(old, slot)
-        self._story[slot] = story_id
-        self._members.setdefault(story_id, set()).add(slot)
+        c = self._clusters[cluster_id]
+        self._leave(c.story, cluster_id)
+        c.story = story_id
+        self._members.setdefault(story_id, set()).add(cluster_id)
 
-    def _leave(self, story: int, slot: int) -> None:
+    def story_of(self, cluster_id: int) -> int | None:
+        c = self._clusters.get(cluster_id)
+        return c.story if c is not None else None
+
+    def drop(self, cluster_id: int) -> None:
+        """No longer a candidate (retired, or expired); its terms still count for the IDF
+        until idf_clusters newer ones have come. Its postings stay until its bucket goes."""
+        c = self._clusters.pop(cluster_id, None)
+        if c is not None:
+            self._leave(c.story, cluster_id)
+
+    def _leave(self, story: int, cluster_id: int) -> None:
         members = self._members[story]
-        members.discard(slot)
+        members.discard(cluster_id)
         if not members:
             del self._members[story]
 
     def _story_feeds(self, story: int) -> set[int]:
-        return {self._feed[s] for s in self._members.get(story, ())}
-
-    def story_of(self, cluster_id: int) -> int | None:
-        slot = self._slot_of.get(cluster_id)
-        return self._story[slot] if slot is not None and self._alive[slot] else None
-
-    def drop(self, cluster_id: int) -> None:
-        """No longer a candidate (retired, or expired); its terms still count for the IDF
-        until idf_clusters newer ones have come."""
-        slot = self._slot_of.pop(cluster_id, None)
-        if slot is None or not self._alive[slot]:
-            return
-        self._alive[slot] = False
-        self._live -= 1
-        self._terms[slot] = self._names[slot] = frozenset()
-        story = self._story[slot]
-        self._leave(story, slot)
+        return {self._clusters[c].feed for c in self._members.get(story, ())}
 
     def _advance(self, time: float) -> None:
-        """Expire what the newest story time leaves behind; reclaim postings when half dead."""
+        """Drop the buckets that the newest story time leaves `retention` behind."""
         if time <= self.newest:
             return
         self.newest = time
-        horizon = time - self.window
-        expiry = self._expiry
-        while expiry and expiry[0][0] < horizon:
-            _, slot = heapq.heappop(expiry)
-            if self._alive[slot]:
-                self.drop(self._cluster[slot])
-        dead = len(self._cluster) - self._live
-        if dead >= 256 and dead >= self._live:  # amortised: each compaction at least halves the slots
-            self._compact()
-
-    def _compact(self) -> None:
-        """Renumber the live slots from 0 and drop the dead ones' postings (no decision
-        depends on slot numbers: ties go by story id)."""
-        alive = self._alive
-        renumber = {}
-        for slot, live in enumerate(alive):
-            if live:
-                renumber[slot] = len(renumber)
-        keep = list(renumber)
-        for name in ("_cluster", "_story", "_time", "_feed", "_title", "_terms", "_names", "_alive"):
-            old = getattr(self, name)
-            setattr(self, name, [old[s] for s in keep])
-        self._slot_of = {c: renumber[s] for c, s in self._slot_of.items()}
-        self._members = {story: {renumber[s] for s in slots} for story, slots in self._members.items()}
-        for term in list(self._postings):
-            slots, weights = self._postings[term]
-            kept = [(renumber[s], w) for s, w in zip(slots, weights, strict=True) if alive[s]]
-            if kept:
-                self._postings[term] = ([s for s, _ in kept], [w for _, w in kept])
-            else:
-                del self._postings[term]
-        self._expiry = [(t, renumber[s]) for t, s in self._expiry if s in renumber]
-        heapq.heapify(self._expiry)
+        oldest = int((time - self.retention) // self.window) - 1  # a bucket wholly older goes
+        for b in [b for b in self._bucket_clusters if b < oldest]:
+            for cid in self._bucket_clusters.pop(b):
+                c = self._clusters.get(cid)
+                if c is not None and c.bucket == b:
+                    self.drop(cid)
+            del self._buckets[b]
 
     def clusters(self) -> Iterable[int]:
-        return (c for c, s in self._slot_of.items() if self._alive[s])
+        return iter(self._clusters)
