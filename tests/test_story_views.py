@@ -6,6 +6,7 @@ SQLite and on PostgreSQL (conftest.py: `db_target`)."""
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -20,9 +21,11 @@ from test_daemon import rss, story
 from test_search_stats import sql
 
 from aggregator.config import DigestSettings
+from aggregator.demo import print_stories
 from aggregator.publish.publisher import load_digest, page_snapshot
 from aggregator.publish.webview import parse_filter, render_page
 from aggregator.store.database import Store
+from aggregator.store.story_queries import list_stories
 from aggregator.timeutil import utcnow
 
 FIRE = story("library_fire", "q1", hours_ago=3)
@@ -287,3 +290,25 @@ def test_web_page_shows_other_coverage_and_filters_on_any_cluster(world: World) 
     finally:
         store.close()
     assert clusters_page.count('<article class="story"') == 4 and "Other coverage" not in clusters_page
+
+
+# ---------------------------------------------------------------- the demo's section
+
+
+def test_demo_prints_each_story_with_its_other_coverage(world: World) -> None:
+    store = Store.open(world.db)
+    try:
+        stories = list_stories(store, None, min_clusters=2, limit=None)
+    finally:
+        store.close()
+    out = io.StringIO()
+    print_stories(stories, out)
+    assert out.getvalue().splitlines() == [
+        "1 story with other coverage:",
+        "",
+        f"{FIRE.title}  (Quay Times, Riverside Post)",
+        f"  other coverage: {OTHER.title}  (Valley Wire)",
+    ]
+    out = io.StringIO()
+    print_stories([], out)
+    assert out.getvalue() == "No story has other coverage: each one is a single copy cluster.\n"

@@ -91,16 +91,12 @@ def list_stories(
     """Stories active since `since` (a cluster's last report), newest first, of at least
     `min_clusters` clusters; `min_size` and `where` are the cluster filters of
     queries.list_clusters, applied to the story's lead."""
-    sql = f"""SELECT s.sid FROM (SELECT {STORY_OF.format("k")} AS sid, count(*) AS n,
-                                        max(k.last_seen) AS latest
-                                 FROM clusters k GROUP BY {STORY_OF.format("k")}) s, clusters c
+    sql = f"""{_stories("last_seen" if since is not None else None)}
+              SELECT s.sid FROM s, clusters c
               WHERE c.id = (SELECT l.id FROM clusters l WHERE {in_story("l", "s.sid")}
                             ORDER BY l.feed_count DESC, l.id LIMIT 1)
                 AND s.n >= ? AND c.size >= ?"""
-    args: list = [min_clusters, min_size]
-    if since is not None:
-        sql += " AND s.latest >= ?"
-        args.append(_iso(since))
+    args: list = [*([] if since is None else [_iso(since)]), min_clusters, min_size]
     if where and where.query:
         catch_up(store)
     with store.snapshot():
@@ -156,23 +152,33 @@ def digest_stories(
     matched) of those with a cluster active since `since`, of at least `min_size` items in
     all, ranked by the outlets across the story and its latest report; `tags`,
     `page_tags` and `query` keep a story when any of its clusters has such a member."""
-    sql = f"""WITH recent (sid) AS (SELECT DISTINCT {STORY_OF.format("r")} FROM clusters r
-                                    WHERE r.updated_at >= ?)
+    sql = f"""{_stories("updated_at")}
               SELECT s.sid, s.latest,
                      (SELECT count(DISTINCT {_FEED_NAME}) FROM clusters o JOIN items i ON i.cluster_id = o.id
                       JOIN feeds f ON f.id = i.feed_id WHERE {in_story("o", "s.sid")})
-              FROM (SELECT {STORY_OF.format("k")} AS sid, max(k.last_seen) AS latest, sum(k.size) AS size
-                    FROM clusters k
-                    WHERE k.story_id IN (SELECT sid FROM recent)
-                       OR (k.story_id IS NULL AND k.id IN (SELECT sid FROM recent))
-                    GROUP BY {STORY_OF.format("k")}) s
-              WHERE s.size >= ?"""
+              FROM s WHERE s.size >= ?"""
     members = f"i.cluster_id IN (SELECT o.id FROM clusters o WHERE {in_story('o', 's.sid')})"
     extra, extra_args = digest_filter_sql(store, members, (tags, page_tags), query)
     args: list = [_iso(since), min_size, *extra_args]
     with store.snapshot():
         best, matched = ranked_ids(store, sql + extra, args, now or since, rank, limit)
         return _load_stories(store, best), matched
+
+
+def _stories(active: str | None) -> str:
+    """A WITH clause defining `s`: the stories (sid, n clusters, latest report, size in
+    items) with a cluster whose column `active` is at least the query's first argument
+    (None: every story). Only those stories' clusters are read (through clusters_story)."""
+    story = STORY_OF.format("k")
+    grouped = f"SELECT {story}, count(*), max(k.last_seen), sum(k.size) FROM clusters k"
+    if active is None:
+        return f"WITH s (sid, n, latest, size) AS ({grouped} GROUP BY {story})"
+    return f"""WITH active (sid) AS (SELECT DISTINCT {STORY_OF.format("r")} FROM clusters r
+                                     WHERE r.{active} >= ?),
+                s (sid, n, latest, size) AS (
+                    {grouped} WHERE k.story_id IN (SELECT sid FROM active)
+                                 OR (k.story_id IS NULL AND k.id IN (SELECT sid FROM active))
+                    GROUP BY {story})"""
 
 
 def _load_stories(store: Store, story_ids: list[int]) -> list[StoryView]:
