@@ -415,21 +415,28 @@ def cmd_clusters_show(args, config: Config) -> int:
 
 
 def cmd_stories_list(args, config: Config) -> int:
-    from .store.story_queries import list_stories
+    from .store.story_queries import count_stories, list_stories
+    from .units import format_duration
 
     with open_store(config, args.db) as store:
         since, where = _since_time(args.since), _cluster_filter(args)
         views = list_stories(store, since, args.min_clusters, args.limit or None, where, args.min_size)
+        plain = since and not where and args.min_size <= 1
+        hidden = count_stories(store, args.min_clusters, before=since) if plain else 0
     if args.json:
         print_json([v.to_json() for v in views])
-        return 0
-    now, terminal = utcnow(), is_terminal()
-    print_table(
-        ("id", "clusters", "outlets", "size", "first seen", "title"),
-        [(v.id, len(v.clusters), v.outlets, v.size,
-          relative(v.first_seen, now) if terminal else v.to_json()["first_seen"], v.lead.title)
-         for v in views],
-    )  # fmt: skip
+    else:
+        now, terminal = utcnow(), is_terminal()
+        print_table(
+            ("id", "clusters", "outlets", "size", "first seen", "title"),
+            [(v.id, len(v.clusters), v.outlets, v.size,
+              relative(v.first_seen, now) if terminal else v.to_json()["first_seen"], v.lead.title)
+             for v in views],
+        )  # fmt: skip
+    if hidden:  # an empty answer should say why
+        print(f"{plural(hidden, 'older story', 'older stories')} of {args.min_clusters}+ clusters not shown: "
+              f"last active more than {format_duration(args.since)} ago; `--since all` (or e.g. "
+              "`--since 30d`) shows them", file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -123,6 +123,8 @@ def test_stories_list_shows_the_lead_and_counts_the_whole_story(world: World) ->
     assert listed_ids(world, "--tag", "world") == [fire] and listed_ids(world, "--query", "Millbrook") == [fire]
     assert listed_ids(world, "--min-size", "3") == []  # the lead has 2 items
     assert listed_ids(world, "--since", "1h") == []  # the story's latest report is 2 h old
+    recent = world.cli("stories", "list", "--since", "1h")  # an empty answer says why
+    assert tsv(recent.stdout) == [rows[0]] and "1 older story of 2+ clusters not shown" in recent.stderr
 
 
 def listed_ids(world: World, *args: str) -> list[int]:

@@ -109,6 +109,15 @@ def list_stories(
         return _load_stories(store, _run_filtered(store, sql, args, where))
 
 
+def count_stories(store: Store, min_clusters: int = 1, before: datetime | None = None) -> int:
+    """Stories of at least `min_clusters` clusters (last active before `before`)."""
+    sql, args = f"{_stories(None)} SELECT count(*) FROM s WHERE s.n >= ?", [min_clusters]
+    if before is not None:
+        sql += " AND s.latest < ?"
+        args.append(_iso(before))
+    return store.conn.execute(sql, args).fetchone()[0]
+
+
 def get_story(store: Store, story_id: int, where: ClusterFilter | None = None) -> StoryView | None:
     """One story with all its clusters; None if there is none with that id (or, with
     `where`, if the filter does not keep its lead)."""
