@@ -34,8 +34,13 @@ EPILOG = {
                      "  aggregator clusters list --tag world --feed 'BBC World' --query 'rail strike'",
     "clusters show": "example:\n  aggregator clusters show 42 --json\n"
                      "  aggregator clusters show 42 --query harbour  # fails unless a member matches",
+    "stories list": "example:\n  aggregator stories list --since 48h\n"
+                    "  aggregator stories list --min-clusters 1 --tag world --json | jq '.[0].others'",
+    "stories show": "example:\n  aggregator stories show 42\n  aggregator stories show 42 --json | jq '.lead.items'",
+    "stories": "example:\n  aggregator stories list\n  aggregator stories show 42",
     "run": "example:\n  aggregator run --once\n  python scheduler.py --config feeds.yaml --log-level DEBUG",
-    "digest": "example:\n  aggregator digest --format rss -o digest.rss\n  aggregator digest --format json -o - --min-size 3",
+    "digest": "example:\n  aggregator digest --format rss -o digest.rss\n  aggregator digest --format json -o - --min-size 3\n"
+              "  aggregator digest --group clusters -o -   # one entry per copy cluster",
     "recluster": "example:\n  aggregator recluster --threshold 0.6",
     # everyday use: search, stats, and the command groups themselves
     "feeds": "example:\n  aggregator feeds list\n  aggregator feeds add https://example.org/\n"
@@ -82,14 +87,18 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _add_cluster_filters(c: argparse.ArgumentParser) -> None:
-    """--tag/--feed/--query: keep clusters with a member from such a feed / matching."""
+def _add_cluster_filters(c: argparse.ArgumentParser, which: str = "clusters with") -> None:
+    """--tag/--feed/--query: keep clusters (`which`: or stories whose lead has) a member
+    from such a feed / matching."""
     c.add_argument("--tag", action="append", default=[],
-                   help="only clusters with a member from a feed with this tag (repeatable: any)")
+                   help=f"only {which} a member from a feed with this tag (repeatable: any)")
     c.add_argument("--feed", metavar="NAME_OR_URL",
-                   help="only clusters with a member from this feed (name, title or URL)")
+                   help=f"only {which} a member from this feed (name, title or URL)")
     c.add_argument("--query", metavar="TEXT",
-                   help="only clusters with a member matching this search (as `aggregator search`)")  # fmt: skip
+                   help=f"only {which} a member matching this search (as `aggregator search`)")  # fmt: skip
+
+
+LEAD_HAS = "stories whose lead cluster has"
 
 
 def _cluster_filter(args) -> queries.ClusterFilter:
@@ -158,6 +167,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_filters(c)
     c.set_defaults(handler=cmd_clusters_show)
 
+    stories = command(sub, "stories", "Stories: copy clusters that report one event in their own words.")
+    ssub = stories.add_subparsers(dest="stories_command", metavar="SUBCOMMAND", required=True)
+    c = command(ssub, "list", "Stories, newest first: the lead cluster (most outlets) and how "
+                              "many others.", "stories list")
+    c.add_argument("--since", type=_since, default=_duration("24h"),
+                   help="only stories with a cluster active in this period (default 24h; `all`: any time)")
+    c.add_argument("--min-clusters", type=int, default=2,
+                   help="at least this many copy clusters (default 2: stories with other coverage)")
+    c.add_argument("--min-size", type=int, default=1, help="a lead cluster of at least this many items")
+    c.add_argument("--limit", type=int, default=50, help="at most this many (default 50; 0: all)")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_cluster_filters(c, LEAD_HAS)
+    c.set_defaults(handler=cmd_stories_list)
+    c = command(ssub, "show", "Every cluster of one story, the lead first.", "stories show")
+    c.add_argument("id", type=int, help="the story's id (its first cluster's)")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_cluster_filters(c, LEAD_HAS)
+    c.set_defaults(handler=cmd_stories_show)  # fmt: skip
+
     c = command(sub, "run", "Run the daemon: poll feeds on their schedule until stopped.")
     c.add_argument("--config", dest="run_config", metavar="PATH", help="feeds.yaml (same as the global option)")
     c.add_argument("--db", dest="run_db", metavar="PATH", help="database file (same as the global option)")
@@ -175,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--min-size", type=int, help="only stories carried at least this many times")
     c.add_argument("--tag", action="append", help="only stories from feeds with this tag (repeatable)")
     c.add_argument("--since", type=_since, help="window (default settings.digest.window, 48h; `all`: any time)")
+    c.add_argument("--group", choices=["stories", "clusters"],
+                   help="one entry per story, with its other coverage, or per copy cluster "
+                        "(default settings.digest.group, stories)")
     c.set_defaults(handler=cmd_digest)  # fmt: skip
 
     c = command(sub, "recluster", "Rebuild all clusters from stored items.")
@@ -383,6 +414,63 @@ def cmd_clusters_show(args, config: Config) -> int:
     return 0
 
 
+def cmd_stories_list(args, config: Config) -> int:
+    from .store.story_queries import count_stories, list_stories
+    from .units import format_duration
+
+    with open_store(config, args.db) as store:
+        since, where = _since_time(args.since), _cluster_filter(args)
+        views = list_stories(store, since, args.min_clusters, args.limit or None, where, args.min_size)
+        plain = since and not where and args.min_size <= 1
+        hidden = count_stories(store, args.min_clusters, before=since) if plain else 0
+    if args.json:
+        print_json([v.to_json() for v in views])
+    else:
+        now, terminal = utcnow(), is_terminal()
+        print_table(
+            ("id", "clusters", "outlets", "size", "first seen", "title"),
+            [(v.id, len(v.clusters), v.outlets, v.size,
+              relative(v.first_seen, now) if terminal else v.to_json()["first_seen"], v.lead.title)
+             for v in views],
+        )  # fmt: skip
+    if hidden:  # an empty answer should say why
+        print(f"{plural(hidden, 'older story', 'older stories')} of {args.min_clusters}+ clusters not shown: "
+              f"last active more than {format_duration(args.since)} ago; `--since all` (or e.g. "
+              "`--since 30d`) shows them", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def cmd_stories_show(args, config: Config) -> int:
+    from .store.story_queries import get_story, story_of
+
+    with open_store(config, args.db) as store:
+        where = _cluster_filter(args)
+        view = get_story(store, args.id, where)
+        if view is None and where and get_story(store, args.id) is not None:
+            raise NotFound(f"story {args.id}: its lead cluster has no member matching {where.describe()}")
+        home = story_of(store, args.id) if view is None else None
+    if view is None and home is not None:
+        raise NotFound(f"no story {args.id}: cluster {args.id} is in story {home}; "
+                       f"`aggregator stories show {home}`")  # fmt: skip
+    if view is None:
+        raise NotFound(f"no story {args.id}; list them with `aggregator stories list`")
+    if args.json:
+        print_json(view.to_json())
+        return 0
+    now, terminal = utcnow(), is_terminal()
+    first_seen = relative(view.first_seen, now) if terminal else view.to_json()["first_seen"]
+    print(f"story {view.id}: {safe(view.lead.title)}")
+    print(f"{plural(view.size, 'item')} in {plural(len(view.clusters), 'cluster')} from "
+          f"{plural(view.outlets, 'outlet')}, first seen {first_seen}")  # fmt: skip
+    print_table(
+        ("cluster", "role", "size", "feeds", "match", "outlets", "title", "url"),
+        [(c.id, "lead" if k == 0 else "other", c.size, c.feeds, "" if s is None else f"{s:.2f}",
+          ", ".join(dict.fromkeys(m.feed for m in c.items)), c.title, c.url or "")
+         for k, (c, s) in enumerate(zip(view.clusters, view.scores, strict=True))],
+    )  # fmt: skip
+    return 0
+
+
 def cmd_digest(args, config: Config) -> int:
     from dataclasses import replace
 
@@ -392,7 +480,8 @@ def cmd_digest(args, config: Config) -> int:
 
     settings = config.settings.digest
     changes = {k: v for k, v in (("min_size", args.min_size), ("window", args.since),
-                                 ("tags", tuple(args.tag) if args.tag else None)) if v is not None}  # fmt: skip
+                                 ("tags", tuple(args.tag) if args.tag else None),
+                                 ("group", args.group)) if v is not None}  # fmt: skip
     settings = replace(settings, **changes)
     fmt = args.format or settings.format
     with open_store(config, args.db) as store:

@@ -6,7 +6,8 @@ stories the way real feeds do: a wire story under new headlines, summaries cut o
 parameters. The demo serves them from 127.0.0.1 (their dates filled in relative to the
 moment they are served, so they always fall inside the digest window), writes a
 feeds.yaml and a database into a temporary directory (or `--dir`), runs the real daemon
-for one poll (`--once`), prints the stories that more than one outlet carried, and then
+for one poll (`--once`), prints the stories that more than one outlet carried and the
+stories with other coverage (copy clusters that report one event in their own words), and then
 runs the daemon to serve the digest and the web view until Ctrl-C.
 """
 
@@ -33,7 +34,7 @@ from .errors import ConfigError
 from .output import plural, print_table
 from .service import app
 from .service.daemon import run_daemon
-from .store import queries
+from .store import queries, story_queries
 from .timeutil import utcnow
 from .units import parse_duration
 
@@ -194,6 +195,30 @@ def print_clusters(views: list[queries.ClusterView], out: TextIO) -> None:
     print_table(("size", "sources", "title", "outlets"), rows, out, max_width=140)
 
 
+def stories_with_other_coverage(config: Config) -> list[story_queries.StoryView]:
+    """Stories of more than one copy cluster, most outlets first."""
+    with app.open_store(config) as store:
+        stories = story_queries.list_stories(store, None, min_clusters=2, limit=None)
+    stories.sort(key=lambda s: (-s.outlets, -len(s.clusters), s.lead.title))
+    return stories
+
+
+def _outlets(cluster: queries.ClusterView) -> str:
+    return ", ".join(dict.fromkeys(m.feed for m in cluster.items))
+
+
+def print_stories(stories: list[story_queries.StoryView], out: TextIO) -> None:
+    """Each story: its lead headline and outlets, then each other cluster's."""
+    if not stories:
+        print("No story has other coverage: each one is a single copy cluster.", file=out)
+        return
+    print(f"{plural(len(stories), 'story', 'stories')} with other coverage:", file=out)
+    for story in stories:
+        print(f"\n{story.lead.title}  ({_outlets(story.lead)})", file=out)
+        for other in story.others:
+            print(f"  other coverage: {other.title}  ({_outlets(other)})", file=out)
+
+
 # ---------------------------------------------------------------- the demo
 
 
@@ -228,6 +253,8 @@ def run_demo(directory: Path | None, http: str = DEFAULT_HTTP, serve: bool = Tru
         print(f"\n{plural(items, 'item')} from {plural(len(OUTLETS), 'feed')} became {plural(clusters, 'story', 'stories')}; "
               f"{len(views)} were carried by more than one outlet:\n", file=out)  # fmt: skip
         print_clusters(views, out)
+        print(file=out)
+        print_stories(stories_with_other_coverage(config), out)
         where = "kept" if kept else "deleted on exit; --dir DIR keeps them"
         print(f"\nconfig {directory / CONFIG_NAME}, database {directory / 'demo.db'} ({where})",
               file=out)  # fmt: skip

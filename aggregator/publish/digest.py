@@ -1,5 +1,6 @@
-"""Story clusters -> the digest feed (Atom 1.0, RSS 2.0, JSON Feed 1.1): one entry per
-cluster, listing every outlet that carried it.
+"""Stories -> the digest feed (Atom 1.0, RSS 2.0, JSON Feed 1.1): one entry per story
+(settings.digest.group "stories": the lead cluster, then its other coverage) or per copy
+cluster ("clusters"), listing every outlet that carried it.
 
 Pure functions of their inputs (the clock is passed in as `now`). Text from feeds may hold
 anything, so it is cleaned of characters XML forbids and every value is escaped: the only
@@ -12,7 +13,7 @@ import html
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from urllib.parse import urlsplit
@@ -21,6 +22,10 @@ from .. import PROJECT_URL, __version__
 from ..errors import ConfigError
 from ..ingest.normalize import one_line
 from ..store.queries import ClusterView, MemberView, outlet_lines
+from ..store.story_queries import StoryView
+
+# What the digest lists: copy clusters, or stories (settings.digest.group).
+Listed = ClusterView | StoryView
 
 
 @dataclass(frozen=True)
@@ -67,8 +72,18 @@ class _Member:
 
 
 @dataclass(frozen=True)
+class _Coverage:
+    """One other cluster of a story: its outlets and headline."""
+
+    cluster: int
+    outlets: tuple[str, ...]
+    title: str
+    url: str | None
+
+
+@dataclass(frozen=True)
 class _Entry:
-    """What every format says about one cluster, cleaned once."""
+    """What every format says about one cluster or story, cleaned once."""
 
     id: str
     title: str
@@ -80,12 +95,23 @@ class _Entry:
     lede: str
     content_html: str
     summary: str
+    other: tuple[_Coverage, ...] = ()
+    story: int | None = None
+
+
+OTHER_COVERAGE = "Other coverage"
 
 
 def entry_id(meta: DigestMeta, cluster_id: int) -> str:
     """The entry's id: depends only on the cluster, so readers see an update, not a new
     entry, when outlets join the story."""
     return f"{meta.feed_id}:cluster:{cluster_id}"
+
+
+def story_entry_id(meta: DigestMeta, story_id: int) -> str:
+    """A story's entry id: the story's id (its first cluster's) under its own name, so it
+    stays when the lead changes and never equals a cluster's entry id."""
+    return f"{meta.feed_id}:story:{story_id}"
 
 
 def clean(text: str | None) -> str:
@@ -136,16 +162,22 @@ def _outlets(members: Iterable[_Member]) -> list[str]:
     return list(seen)
 
 
-def _summary(sources: int, members: Sequence[_Member], lede: str = "") -> str:
-    names = _outlets(members)
+def _summary(sources: int, members: Sequence[_Member], lede: str = "",
+             other: Sequence[_Coverage] = ()) -> str:  # fmt: skip
+    names = list(dict.fromkeys([*_outlets(members), *(o for c in other for o in c.outlets)]))
     shown = ", ".join(names[:SUMMARY_OUTLETS])
     if len(names) > SUMMARY_OUTLETS:
         shown += f" and {len(names) - SUMMARY_OUTLETS} more"
     line = f"{reported_by(sources)}: {shown}" if shown else reported_by(sources)
+    if other:
+        line += f"\n\n{OTHER_COVERAGE}:" + "".join(
+            f"\n{', '.join(c.outlets)}: {c.title or UNTITLED}" for c in other
+        )
     return f"{lede}\n\n{line}" if lede else line
 
 
-def _content_html(sources: int, members: Sequence[_Member], lede: str = "") -> str:
+def _content_html(sources: int, members: Sequence[_Member], lede: str = "",
+                  other: Sequence[_Coverage] = ()) -> str:  # fmt: skip
     """Sanitised by construction: built from plain text, every value escaped, links only
     for http(s), no attribute but href."""
     e = html.escape
@@ -159,6 +191,14 @@ def _content_html(sources: int, members: Sequence[_Member], lede: str = "") -> s
                 headline = f'<a href="{e(m.url)}">{headline}</a>'
             parts.append(f"<li>{e(m.feed)}: {headline} ({e(m.published)})</li>")
         parts.append("</ul>")
+    if other:
+        parts.append(f"<p>{OTHER_COVERAGE}</p><ul>")
+        for c in other:
+            headline = e(c.title or UNTITLED)
+            if c.url:
+                headline = f'<a href="{e(c.url)}">{headline}</a>'
+            parts.append(f"<li>{e(', '.join(c.outlets))}: {headline}</li>")
+        parts.append("</ul>")
     return "".join(parts)
 
 
@@ -171,13 +211,23 @@ def _member(m: MemberView) -> _Member:
     )
 
 
-def _entry(cluster: ClusterView, meta: DigestMeta) -> _Entry:
+def _entry(listed: Listed, meta: DigestMeta) -> _Entry:
+    if isinstance(listed, StoryView):
+        return _story_entry(listed, meta)
+    return _cluster_entry(listed, meta)
+
+
+def _title(cluster: ClusterView, members: Sequence[_Member]) -> str:
+    return _line(cluster.title) or next((m.title for m in members if m.title), UNTITLED)
+
+
+def _cluster_entry(cluster: ClusterView, meta: DigestMeta) -> _Entry:
     members = tuple(_member(m) for m in outlet_lines(cluster.items))
     sources = cluster.sources
     lede = _line(cluster.lede)
     return _Entry(
         id=entry_id(meta, cluster.id),
-        title=_line(cluster.title) or next((m.title for m in members if m.title), UNTITLED),
+        title=_title(cluster, members),
         url=safe_url(cluster.url),
         updated=_utc(cluster.updated or cluster.last_seen),
         published=_utc(cluster.first_seen),
@@ -186,6 +236,29 @@ def _entry(cluster: ClusterView, meta: DigestMeta) -> _Entry:
         lede=lede,
         content_html=_content_html(sources, members, lede),
         summary=_summary(sources, members, lede),
+    )
+
+
+def _coverage(cluster: ClusterView) -> _Coverage:
+    members = tuple(_member(m) for m in outlet_lines(cluster.items))
+    return _Coverage(cluster.id, tuple(_outlets(members)), _title(cluster, members), safe_url(cluster.url))
+
+
+def _story_entry(story: StoryView, meta: DigestMeta) -> _Entry:
+    """The lead cluster's entry (headline, lede, outlets), with the story's id, times and
+    outlet count, and an "Other coverage" list of the story's other clusters."""
+    lead = _cluster_entry(story.lead, meta)
+    other = tuple(_coverage(c) for c in story.others)
+    return replace(
+        lead,
+        id=story_entry_id(meta, story.id),
+        updated=_utc(story.updated),
+        published=_utc(story.first_seen),
+        sources=story.outlets,
+        content_html=_content_html(story.outlets, lead.members, lead.lede, other),
+        summary=_summary(story.outlets, lead.members, lead.lede, other),
+        other=other,
+        story=story.id,
     )
 
 
@@ -202,7 +275,7 @@ def _x(text: str) -> str:
     return html.escape(text, quote=True)
 
 
-def render_atom(clusters: Sequence[ClusterView], meta: DigestMeta, now: datetime) -> bytes:
+def render_atom(clusters: Sequence[Listed], meta: DigestMeta, now: datetime) -> bytes:
     """Atom 1.0 (RFC 4287) document of the digest."""
     entries = [_entry(c, meta) for c in clusters]
     out = [
@@ -239,7 +312,7 @@ def render_atom(clusters: Sequence[ClusterView], meta: DigestMeta, now: datetime
     return "\n".join(out).encode("utf-8")
 
 
-def render_rss(clusters: Sequence[ClusterView], meta: DigestMeta, now: datetime) -> bytes:
+def render_rss(clusters: Sequence[Listed], meta: DigestMeta, now: datetime) -> bytes:
     """RSS 2.0 document of the digest (guids are the Atom entry ids, not permalinks)."""
     entries = [_entry(c, meta) for c in clusters]
     title = _x(_line(meta.title))
@@ -279,7 +352,7 @@ def _rfc822(dt: datetime) -> str:
     return format_datetime(_utc(dt), usegmt=True)
 
 
-def render_json(clusters: Sequence[ClusterView], meta: DigestMeta, now: datetime) -> bytes:
+def render_json(clusters: Sequence[Listed], meta: DigestMeta, now: datetime) -> bytes:
     """JSON Feed 1.1 document of the digest; members in the `_aggregator` extension."""
     entries = [_entry(c, meta) for c in clusters]
     feed: dict = {"version": _JSONFEED_VERSION, "title": _line(meta.title)}
@@ -310,13 +383,21 @@ def _json_item(e: _Entry) -> dict:
             ],
         },
     }
+    if e.story is not None:
+        item["_aggregator"] |= {
+            "story": e.story,
+            "other_coverage": [
+                {"cluster": c.cluster, "outlets": list(c.outlets), "title": c.title, "url": c.url}
+                for c in e.other
+            ],
+        }
     return item
 
 
 _RENDERERS = {"atom": render_atom, "rss": render_rss, "json": render_json}
 
 
-def render(clusters: Sequence[ClusterView], fmt: str, meta: DigestMeta, now: datetime) -> bytes:
+def render(clusters: Sequence[Listed], fmt: str, meta: DigestMeta, now: datetime) -> bytes:
     """The digest in one of FORMATS, as bytes to serve with CONTENT_TYPES[fmt]."""
     try:
         renderer = _RENDERERS[fmt]

@@ -1,6 +1,7 @@
 """Publishing the digest: query the store, render the three formats, write the file
 atomically, and keep what the HTTP server hands out: the rendered feeds and a snapshot of
-the digest's clusters for the web view (so the server thread never reads the database)."""
+the digest's stories (or copy clusters: settings.digest.group) for the web view (so the
+server thread never reads the database)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from email.utils import format_datetime
 from ..config import Config, DigestSettings, relative_to_config
 from ..files import write_atomically
 from ..store.database import Store
-from ..store.queries import ClusterView, cluster_tags, digest_clusters, feed_tags
-from .digest import CONTENT_TYPES, FORMATS, DigestMeta, render
+from ..store.queries import cluster_tags, digest_clusters, feed_tags
+from ..store.story_queries import StoryView, digest_stories
+from .digest import CONTENT_TYPES, FORMATS, DigestMeta, Listed, render
 from .webview import DigestSnapshot, PageFilter
 
 
@@ -30,21 +32,31 @@ class Rendered:
 
 
 def load_digest(store: Store, settings: DigestSettings, now: datetime) -> DigestSnapshot:
-    """The digest's clusters as of `now` and the tags of the feeds behind each."""
+    """The digest's stories as of `now` and the tags of the feeds behind each."""
     clusters, _ = ranked_digest(store, settings, now)
-    tags = cluster_tags(store, [c.id for c in clusters])
+    tags = listed_tags(store, clusters)
     return DigestSnapshot(settings.title, tuple(clusters), tags, now, tuple(feed_tags(store)))
+
+
+def listed_tags(store: Store, listed: Sequence[Listed]) -> dict[int, frozenset[str]]:
+    """Per listed cluster or story id, the tags of the feeds behind it (a story: behind
+    any of its clusters)."""
+    parts = {v.id: [c.id for c in v.clusters] if isinstance(v, StoryView) else [v.id] for v in listed}
+    tags = cluster_tags(store, [cid for ids in parts.values() for cid in ids])
+    return {vid: frozenset().union(*(tags[cid] for cid in ids)) for vid, ids in parts.items()}
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # `--since all`
 
 
 def ranked_digest(store: Store, settings: DigestSettings, now: datetime, min_size: int = 1,
-                  tags: tuple[str, ...] = (), query: str = "") -> tuple[list[ClusterView], int]:  # fmt: skip
-    """(The digest's stories, best first (ranking.story_score), how many matched) with the
-    settings' filters and any extra ones (the web page's)."""
+                  tags: tuple[str, ...] = (), query: str = "") -> tuple[list[Listed], int]:  # fmt: skip
+    """(The digest's stories, or copy clusters (settings.group), best first
+    (ranking.story_score), how many matched) with the settings' filters and any extra
+    ones (the web page's)."""
     since = now - timedelta(seconds=settings.window) if settings.window != float("inf") else _EPOCH
-    return digest_clusters(
+    query_tier = digest_stories if settings.group == "stories" else digest_clusters
+    return query_tier(
         store, since, settings.max_entries,
         max(settings.min_size, min_size), settings.tags,
         now, (settings.rank_sources, settings.rank_recency), query, tags,
@@ -52,7 +64,7 @@ def ranked_digest(store: Store, settings: DigestSettings, now: datetime, min_siz
 
 
 def render_digest(
-    clusters: Sequence[ClusterView],
+    clusters: Sequence[Listed],
     settings: DigestSettings,
     now: datetime,
     base_url: str | None = None,
@@ -131,5 +143,5 @@ def publish(config: Config, store: Store, now: datetime, cache: DigestCache | No
 def page_snapshot(store: Store, settings: DigestSettings, where: PageFilter, now: datetime) -> DigestSnapshot:
     """The web page's stories for a filter, queried over the whole digest window."""
     clusters, matched = ranked_digest(store, settings, now, where.min_size, where.tags, where.q)
-    tags = cluster_tags(store, [c.id for c in clusters])
+    tags = listed_tags(store, clusters)
     return DigestSnapshot(settings.title, tuple(clusters), tags, now, tuple(feed_tags(store)), matched=matched)

@@ -7,6 +7,8 @@ digest's order); a filtered one (`?tag=`, `?min_size=`, `?q=`) is a snapshot the
 queries from the database for that filter (pagecache.py, run by the server), over every story of the digest
 window, not only the ones the digest kept. `q` is a substring of the story's title or a
 member's headline (ASCII case ignored; `aggregator search` is the full-text search).
+With settings.digest.group "stories" each story shows its lead cluster and, under it, its
+"Other coverage"; the filters look at every cluster of a story.
 
 Every value from feeds is cleaned of control characters and escaped; links are emitted
 only for absolute http(s) URLs.
@@ -22,8 +24,9 @@ from urllib.parse import parse_qs, urlencode
 
 from ..ingest.normalize import one_line
 from ..store.queries import ClusterView, MemberView, outlet_lines
+from ..store.story_queries import StoryView
 from ..timeutil import relative
-from .digest import UNTITLED, clean, iso, safe_url
+from .digest import OTHER_COVERAGE, UNTITLED, Listed, clean, iso, safe_url
 
 CONTENT_TYPE = "text/html; charset=utf-8"
 # Sent with the page: even if escaping ever failed, no script, frame or remote asset runs.
@@ -41,11 +44,11 @@ MAX_QUERY = 200  # characters of ?q= used; a longer one is cut
 
 @dataclass(frozen=True)
 class DigestSnapshot:
-    """What the daemon published last: the digest's clusters (most recently active
-    first) and, per cluster id, the tags of the feeds that carried it."""
+    """What the daemon published last: the digest's stories or clusters (in the digest's
+    order) and, per story or cluster id, the tags of the feeds that carried it."""
 
     title: str
-    clusters: tuple[ClusterView, ...]
+    clusters: tuple[Listed, ...]
     tags: Mapping[int, frozenset[str]] = field(default_factory=dict)
     built: datetime | None = None
     all_tags: tuple[str, ...] = ()  # every tag of the feeds followed, for the menu
@@ -63,14 +66,17 @@ class PageFilter:
     def __bool__(self) -> bool:
         return bool(self.tags or self.min_size > 1 or self.q)
 
-    def keeps(self, cluster: ClusterView, tags: frozenset[str]) -> bool:
-        if cluster.size < self.min_size:
+    def keeps(self, listed: Listed, tags: frozenset[str]) -> bool:
+        """Whether the cluster or story (any of its clusters: `tags` are all of theirs)
+        passes the filter."""
+        if listed.size < self.min_size:
             return False
         if self.tags and not any(t == w or t.startswith(f"{w}/") for t in tags for w in self.tags):
             return False
         if self.q:
             needle = self.q.casefold()
-            texts = [cluster.title, *(m.title for m in cluster.items)]
+            clusters = listed.clusters if isinstance(listed, StoryView) else (listed,)
+            texts = [t for c in clusters for t in (c.title, *(m.title for m in c.items))]
             return any(needle in (t or "").casefold() for t in texts)
         return True
 
@@ -88,7 +94,7 @@ def parse_filter(query_string: str) -> PageFilter:
     return PageFilter(tags, min_size, q)
 
 
-def select(snapshot: DigestSnapshot, where: PageFilter) -> list[ClusterView]:
+def select(snapshot: DigestSnapshot, where: PageFilter) -> list[Listed]:
     """The clusters the filter keeps, in the digest's order (ranking.story_score)."""
     return [c for c in snapshot.clusters if where.keeps(c, snapshot.tags.get(c.id, frozenset()))]
 
@@ -118,6 +124,7 @@ margin-right:.4rem;background:#e8eefc;color:#1a3d8f;vertical-align:.1rem;white-s
 .sources li{margin:.15rem 0}
 .outlet{font-weight:600}
 .lede{margin:.25rem 0 .5rem;color:#333}
+.other h3{font-size:.85rem;margin:.6rem 0 .2rem;color:#444}
 time{color:#666;font-size:.8rem;white-space:nowrap}
 .empty{color:#555}
 footer{color:#777;font-size:.8rem;margin-top:2rem}
@@ -144,8 +151,7 @@ def _link(url: str | None, text_html: str) -> str:
     return f'<a href="{_e(href)}">{text_html}</a>' if href else text_html
 
 
-def _sources_badge(cluster: ClusterView) -> str:
-    n = cluster.sources
+def _sources_badge(n: int) -> str:
     return f'<span class="badge{" one" if n == 1 else ""}">{n} source{"" if n == 1 else "s"}</span>'
 
 
@@ -154,23 +160,39 @@ def _member(m: MemberView, now: datetime) -> str:
     return f'<li><span class="outlet">{_t(m.feed) or UNTITLED}</span>: {headline} {_time(m.published, now)}</li>'
 
 
+def _title(c: ClusterView) -> str:
+    return _t(c.title) or next((_t(m.title) for m in c.items if m.title), UNTITLED)
 
 
+def _other(c: ClusterView, now: datetime) -> str:
+    """One line of a story's other coverage: the cluster's outlets and headline."""
+    outlets = ", ".join(dict.fromkeys(_t(m.feed) or UNTITLED for m in outlet_lines(c.items)))
+    return (f'<li><span class="outlet">{outlets}</span>: {_link(c.url, _title(c))} '
+            f"{_time(_latest(c), now)}</li>")  # fmt: skip
 
-def _story(c: ClusterView, tags: frozenset[str], now: datetime) -> str:
-    title = _t(c.title) or next((_t(m.title) for m in c.items if m.title), UNTITLED)
-    items = f"{c.size} item{'' if c.size == 1 else 's'}"
-    meta = [items, f"first {_time(c.first_seen, now)}", f"latest {_time(_latest(c), now)}"]
+
+def _story(listed: Listed, tags: frozenset[str], now: datetime) -> str:
+    if isinstance(listed, StoryView):
+        c, others = listed.lead, listed.others
+        size, sources = listed.size, listed.outlets
+        first, latest = listed.first_seen, max(_latest(o) for o in listed.clusters)
+    else:
+        c, others = listed, ()
+        size, sources, first, latest = c.size, c.sources, c.first_seen, _latest(c)
+    items = f"{size} item{'' if size == 1 else 's'}"
+    meta = [items, f"first {_time(first, now)}", f"latest {_time(latest, now)}"]
     if tags:
         meta.append("tags: " + ", ".join(f'<a href="/?{_e(urlencode({"tag": t}))}">{_e(t)}</a>'
                                          for t in sorted(tags)))  # fmt: skip
     members = "".join(_member(m, now) for m in outlet_lines(c.items))
     lede = f'<p class="lede">{_t(c.lede)}</p>' if c.lede else ""
+    other = (f'<section class="other"><h3>{OTHER_COVERAGE}</h3><ul class="sources">'
+             f'{"".join(_other(o, now) for o in others)}</ul></section>') if others else ""  # fmt: skip
     return (
-        f'<article class="story" id="story-{c.id}">'
-        f"<h2>{_sources_badge(c)}{_link(c.url, title)}</h2>"
+        f'<article class="story" id="story-{listed.id}">'
+        f"<h2>{_sources_badge(sources)}{_link(c.url, _title(c))}</h2>"
         f'<p class="meta">{" · ".join(meta)}</p>{lede}'
-        f'<ol class="sources">{members}</ol></article>'
+        f'<ol class="sources">{members}</ol>{other}</article>'
     )
 
 

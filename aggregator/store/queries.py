@@ -332,27 +332,46 @@ def digest_clusters(
                      (SELECT count(DISTINCT {_FEED_NAME}) FROM items i JOIN feeds f ON f.id = i.feed_id
                       WHERE i.cluster_id = c.id)
               FROM clusters c WHERE c.updated_at >= ? AND c.size >= ?"""
-    args: list = [since.strftime("%Y-%m-%dT%H:%M:%SZ"), min_size]
-    for wanted in (tags, page_tags):
+    extra, extra_args = digest_filter_sql(store, "i.cluster_id = c.id", (tags, page_tags), query)
+    args: list = [since.strftime("%Y-%m-%dT%H:%M:%SZ"), min_size, *extra_args]
+    with store.snapshot():
+        best, matched = ranked_ids(store, sql + extra, args, now or since, rank, limit)
+        return _load(store, best), matched
+
+
+def digest_filter_sql(
+    store: Store, members: str, tag_sets: Sequence[Sequence[str]], query: str
+) -> tuple[str, list]:
+    """The digest's filters as SQL conditions (each starting with AND) on the items
+    `members` selects (a condition on `i`): a member from a feed with one of the tags of
+    each non-empty set, and a member's headline containing `query` (ASCII case ignored)."""
+    sql, args = "", []
+    for wanted in tag_sets:
         if wanted:
             match, match_args = tags_sql(wanted)
             sql += (
                 f" AND EXISTS (SELECT 1 FROM items i JOIN feeds f ON f.id = i.feed_id, {store.dialect.json_values.format('f.tags')}"
-                f" WHERE i.cluster_id = c.id AND {match})"
+                f" WHERE {members} AND {match})"
             )
             args.extend(match_args)
     if query:
         contains = store.dialect.contains.format("lower(i.title)", "?")
-        sql += f" AND EXISTS (SELECT 1 FROM items i WHERE i.cluster_id = c.id AND {contains})"
+        sql += f" AND EXISTS (SELECT 1 FROM items i WHERE {members} AND {contains})"
         args.append(ascii_lower(query))
-    now = now or since
-    with store.snapshot():
-        scored = [
-            (story_score(outlets, from_iso(latest), now, *rank), latest, cid)
-            for cid, latest, outlets in store.conn.execute(sql, args)
-        ]
-        scored.sort(reverse=True)
-        return _load(store, [cid for _, _, cid in scored[:limit]]), len(scored)
+    return sql, args
+
+
+def ranked_ids(
+    store: Store, sql: str, args: list, now: datetime, rank: tuple[float, float], limit: int
+) -> tuple[list[int], int]:
+    """(The ids of the `limit` best rows of `sql`, how many rows) for rows of (id, latest
+    report, outlets), ranked by ranking.story_score, ties to the newer, then higher id."""
+    scored = [
+        (story_score(outlets, from_iso(latest), now, *rank), latest, rid)
+        for rid, latest, outlets in store.conn.execute(sql, args)
+    ]
+    scored.sort(reverse=True)
+    return [rid for _, _, rid in scored[:limit]], len(scored)
 
 
 def feed_tags(store: Store) -> list[str]:
