@@ -54,7 +54,7 @@ OTHER_FIRE = ("Kitchen fire at Dunmore cafe, no one hurt",
 
 
 def filled(**kw) -> StoryIndex:
-    index = StoryIndex(window=72 * HOUR, threshold=0.15, **kw)
+    index = StoryIndex(72 * HOUR, 0.15, **kw)
     for n, (title, text) in enumerate(FILLER, 100):
         index.place(n, 900 + n, 0.0, story_terms(title, text))
     return index
@@ -123,20 +123,28 @@ def test_an_index_loaded_from_stored_vectors_continues_as_the_one_that_placed() 
     assert [round(x[2] or 0, 4) for x in after_loaded] == [round(x[2] or 0, 4) for x in after_online]
 
 
-def test_expiry_and_compaction_change_no_decision(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Thousands of clusters through a short window: slots are reclaimed many times, and
-    every placement equals that of an index that never compacts."""
+def test_expiry_bounds_the_index_and_changes_no_decision() -> None:
+    """Thousands of clusters through a short window: the buckets left behind are dropped,
+    and every placement equals that of an index that keeps everything."""
     events = EVENTS * 30
 
-    def run() -> list[int]:
-        index = StoryIndex(window=2 * HOUR, threshold=0.15)
-        return [p[1] for p in placements(index, 1, events, feeds=5)]
+    def run(retention: float | None) -> tuple[list[int], int]:
+        index = StoryIndex(window=2 * HOUR, threshold=0.15, retention=retention)
+        return [p[1] for p in placements(index, 1, events, feeds=5)], len(index)
 
-    compacted = run()
-    calls = []
-    monkeypatch.setattr(StoryIndex, "_compact", lambda self: calls.append(1))
-    assert run() == compacted and calls  # compaction was due, and (skipped here) changes nothing
-    assert len(set(compacted)) < len(compacted)
+    (kept, size_all), (expired, size) = run(1e12), run(None)
+    assert expired == kept and len(set(kept)) < len(kept)
+    assert size_all == len(events) and size <= 36  # at most 3 buckets of 2 h, a cluster every 10 minutes
+
+
+def test_a_backlog_finds_its_neighbours_whatever_the_order_it_arrives_in() -> None:
+    """A feed's backlog comes after newer clusters: its clusters still meet those of their
+    own time (retention: the copy tier's 14 days)."""
+    index = filled(retention=14 * 86400)
+    index.place(1, 1, 100 * HOUR, story_terms(*FIRE_B))
+    index.place(2, 2, 300 * HOUR, story_terms("Inflation eases again", "Prices rose 2.9 percent in June."))
+    assert index.place(3, 3, 98 * HOUR, story_terms(*FIRE_A)).story_id == 1
+    assert index.place(4, 4, 400 * HOUR, story_terms(*FIRE_A)).story_id == 4  # 300 h apart
 
 
 def test_a_lone_cluster_moves_when_another_feed_brings_a_matching_headline() -> None:

@@ -156,7 +156,8 @@ class Clusterer:
         self.settings = settings
         self.index = DedupIndex(settings)
         stories = stories or StorySettings()
-        self.stories = StoryTier(stories) if stories.enabled else None  # None: each cluster its own story
+        # None: each cluster is a story of its own
+        self.stories = StoryTier(stories, settings.window) if stories.enabled else None
         self._added: list[int] = []
         self._killed: list[int] = []
         self.rebuild_seconds = 0.0

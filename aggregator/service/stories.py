@@ -32,13 +32,16 @@ def title_hash(title: str) -> int:
 class StoryTier:
     """The story index of one process, and the placements a transaction made."""
 
-    def __init__(self, settings: StorySettings):
+    def __init__(self, settings: StorySettings, retention: float):
+        """`retention`: how long in story time a cluster stays a candidate (the copy
+        tier's window: the story index covers what the dedup index covers)."""
         self.settings = settings
+        self.retention = retention
         self.index: StoryIndex | None = None  # None: to be (re)built from the store
         self.moves: list[tuple[int, int, float]] = []  # (cluster, story, score) to write
 
     def _new_index(self) -> StoryIndex:
-        return StoryIndex(window=self.settings.window, threshold=self.settings.threshold)
+        return StoryIndex(self.settings.window, self.settings.threshold, self.retention)
 
     def reset(self) -> None:
         """Empty, for a recluster (which places every cluster again)."""
@@ -47,12 +50,12 @@ class StoryTier:
 
     def load(self, clusters: ClusterStore, now: datetime) -> None:
         """Rebuild from the stored vectors: the last IDF_CLUSTERS clusters (the IDF) and
-        those created inside the window (the candidates), in id order, as placed."""
+        those created inside the retention (the candidates), in id order, as placed."""
         self.reset()
         index = self.index
         assert index is not None
         last = clusters.next_cluster_id() - 1
-        since = now - timedelta(seconds=self.settings.window)
+        since = now - timedelta(seconds=self.index.retention)
         for cid, story, terms, feed, published, first_seen, title in clusters.story_rows(last - IDF_CLUSTERS, since):
             t = story_time(from_iso(published), from_iso(first_seen).timestamp())
             vector = StoryVector.from_text(terms) if terms is not None else index.vector(story_terms(title, ""))
