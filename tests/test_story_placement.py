@@ -210,6 +210,8 @@ def test_demo_feeds_online_across_processes_equals_recluster(
     assert titles["Opinion: the valley needs its tram, not another study"] == titles[council]
     storm = titles["Storm Idris: flood warnings issued for the Aldren coast"]
     assert titles["Coastline Radio to broadcast storm updates through the night"] == storm
+    # one town's news is not one story: the ferry's engine failure and the storm stay apart
+    assert titles["Aldren ferry operator suspends night crossings after engine failure"] != storm
     # a library is not a story: two of them on one day stay apart
     assert titles["Northfield library extends opening hours"] != titles[
         "Lighthouse keeper's cottage to become a maritime library"]  # fmt: skip

@@ -23,7 +23,8 @@ The placement rule, for a new cluster (bench/story_quality.py measured each part
 - otherwise the cluster starts a story of its own (story id = its cluster id).
 A cluster alone in its story may still move once it is joined: when an item from another
 feed, under another headline, joins its copies, that item's terms are tried as above
-(`place_again`); a story that others joined keeps its clusters.
+(`place_again`), needing `MOVE_FACTOR` times the threshold; a story that others joined
+keeps its clusters.
 
 Deterministic in the order clusters arrive, and the index's state (term weights, document
 frequencies, what has expired) depends only on the clusters in it, never on the clock: a
@@ -58,6 +59,8 @@ MIN_SHARED_NAMES = 1  # names they must share: reports of one event name its pla
 CALENDAR = frozenset(
     ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december"]
 )
+MOVE_FACTOR = 2.0  # a joined cluster moves only on a score this many times the threshold: its
+# first placement already weighed it, and a new headline is a second chance to match by chance
 SAME_FEED_GUARD = 1.0  # share of the threshold needed against the story's first cluster
 # when the story already holds a cluster of the joining cluster's feed (a series, often)
 
@@ -209,7 +212,7 @@ class StoryIndex:
         c = self._clusters[cluster_id]
         vector = self.vector(terms)
         story, score = self._best_story(vector, feed_id, c.time, exclude=cluster_id)
-        if story is None:
+        if story is None or score is None or score < self.threshold * MOVE_FACTOR:
             return None
         self.move(cluster_id, story)
         return StoryPlacement(story, score, vector)
