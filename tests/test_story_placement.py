@@ -116,7 +116,7 @@ def test_an_index_loaded_from_stored_vectors_continues_as_the_one_that_placed() 
     after_online = placements(online, 1000, EVENTS, feeds=4)
     loaded = StoryIndex(window=6 * HOUR, threshold=0.15, idf_clusters=20)
     for n, story, _, vector in before:
-        loaded.add(n, story, n % 4, n * 600.0, StoryVector.from_text(vector.to_text()))
+        loaded.add(n, story, n % 4, n * 600.0, StoryVector.from_stored(*vector.to_stored()))
     after_loaded = placements(loaded, 1000, EVENTS, feeds=4)
     assert [(n, s) for n, s, *_ in after_loaded] == [(n, s) for n, s, *_ in after_online]
     assert any(s != n for n, s, *_ in after_online)  # some joined: the comparison means something

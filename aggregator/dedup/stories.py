@@ -35,7 +35,9 @@ frequencies, what has expired) depends only on the clusters in it, never on the 
 from __future__ import annotations
 
 import math
+import operator
 import re
+import sys
 from array import array
 from collections import deque
 from collections.abc import Iterable
@@ -78,7 +80,7 @@ class StoryTerms:
     which of them are names."""
 
     terms: tuple[str, ...]
-    counts: tuple[float, ...]
+    tf: tuple[float, ...]  # sublinear: 1 + log(weighted count)
     names: frozenset[str] = frozenset()
 
 
@@ -102,39 +104,47 @@ def story_terms(title: str, text: str, lead_chars: int = LEAD_CHARS) -> StoryTer
                 counts[term] = get(term, 0.0) + 1.0
                 lower.add(term)
     names = frozenset(capitalised - lower - CALENDAR)  # "Police" at a sentence start, "police" later: no name
-    return StoryTerms(tuple(counts), tuple(counts.values()), names)
+    tf = tuple(1.0 + math.log(c) if c != 1.0 else 1.0 for c in counts.values())
+    return StoryTerms(tuple(counts), tf, names)
 
 
 _LOG = [0.0, *(math.log(n) for n in range(1, IDF_CLUSTERS + 3))]  # log(df + 1), looked up
 
 
 class StoryVector(NamedTuple):
-    """A cluster's unit vector as indexed and stored: terms and their TF-IDF weights, and
-    its names (StoryTerms.names among the terms kept)."""
+    """A cluster's unit vector as indexed and stored: terms and their TF-IDF weights (as
+    single-precision floats, stored so, so that a reloaded index scores exactly as the one
+    that placed), and its names (StoryTerms.names among the terms kept)."""
 
     terms: tuple[str, ...]
-    weights: tuple[float, ...]
+    weights: array  # array("f")
     names: frozenset[str] = frozenset()
 
-    def to_text(self) -> str:
-        """The stored form (clusters.story_terms): `term weight` pairs, one per line, a
-        name's term marked with a leading `*`."""
+    def to_stored(self) -> tuple[str, bytes]:
+        """(clusters.story_terms, clusters.story_weights): the terms one per line, a name's
+        marked with a leading `*`; the weights as little-endian float32."""
         names = self.names
-        return "\n".join(f"{'*' if t in names else ''}{t} {w:.6g}"
-                         for t, w in zip(self.terms, self.weights, strict=True))  # fmt: skip
+        text = "\n".join(f"*{t}" if t in names else t for t in self.terms)
+        weights = self.weights if sys.byteorder == "little" else _swapped(self.weights)
+        return text, weights.tobytes()
 
     @classmethod
-    def from_text(cls, text: str | None) -> StoryVector:
-        terms, weights, names = [], [], set()
-        for line in (text or "").splitlines():
-            term, _, weight = line.rpartition(" ")
-            if term.startswith("*"):
-                term = term[1:]
-                names.add(term)
-            if term:
-                terms.append(term)
-                weights.append(float(weight))
-        return cls(tuple(terms), tuple(weights), frozenset(names))
+    def from_stored(cls, text: str | None, blob: bytes | None) -> StoryVector:
+        weights = array("f", blob or b"")
+        if sys.byteorder != "little":
+            weights.byteswap()
+        lines = text.split("\n") if text else []
+        names = frozenset(t[1:] for t in lines if t.startswith("*"))
+        terms = tuple(t[1:] if t.startswith("*") else t for t in lines)
+        if len(terms) != len(weights):
+            return cls((), array("f"))  # damaged: the cluster is a candidate for nothing
+        return cls(terms, weights, names)
+
+
+def _swapped(weights: array) -> array:
+    out = array("f", weights)
+    out.byteswap()
+    return out
 
 
 class StoryPlacement(NamedTuple):
@@ -181,7 +191,6 @@ class StoryIndex:
         self._members: dict[int, set[int]] = {}  # story -> its clusters in the index
         self._df: dict[str, int] = {}
         self._df_terms: deque[tuple[str, ...]] = deque()  # of the last idf_clusters clusters
-        self._vocab: dict[str, str] = {}  # one string object per term, shared by every vector
 
     def __len__(self) -> int:
         return len(self._clusters)
@@ -221,15 +230,13 @@ class StoryIndex:
         """TF-IDF unit vector, the IDF from the last idf_clusters clusters (sublinear TF)."""
         log_n = math.log(len(self._df_terms) + 2)
         df, log = self._df.get, _LOG
-        pairs = [
-            (term, (1.0 + math.log(count) if count != 1.0 else 1.0) * (log_n - log[df(term, 0) + 1]))
-            for term, count in zip(terms.terms, terms.counts, strict=True)
-        ]
-        if len(pairs) > MAX_TERMS:
-            pairs = sorted(pairs, key=lambda p: -p[1])[:MAX_TERMS]
-        norm = math.sqrt(sum(w * w for _, w in pairs)) or 1.0
-        kept = tuple(t for t, _ in pairs)
-        return StoryVector(kept, tuple(w / norm for _, w in pairs), terms.names.intersection(kept))
+        kept = terms.terms
+        weights = list(map(operator.mul, terms.tf, [log_n - log[df(t, 0) + 1] for t in kept]))
+        if len(weights) > MAX_TERMS:  # the heaviest, ties in the terms' order
+            order = sorted(range(len(weights)), key=weights.__getitem__, reverse=True)[:MAX_TERMS]
+            kept, weights = tuple(map(kept.__getitem__, order)), list(map(weights.__getitem__, order))
+        norm = math.hypot(*weights) or 1.0
+        return StoryVector(kept, array("f", [w / norm for w in weights]), terms.names.intersection(kept))
 
     def _best_story(self, vector: StoryVector, feed_id: int, time: float, exclude: int = -1) -> tuple[int | None, float | None]:
         """The story of the best candidate that passes the rule, and its score."""
@@ -283,8 +290,7 @@ class StoryIndex:
         self._advance(time)
         if cluster_id in self._clusters:
             self.drop(cluster_id)
-        vocab = self._vocab
-        terms = tuple(vocab.setdefault(t, t) for t in vector.terms)
+        terms = tuple(map(sys.intern, vector.terms))  # one string per term, shared by every vector
         self._count(terms)
         if time < self.newest - self.retention:
             return  # too old to be anyone's candidate: it counts for the IDF only
@@ -317,7 +323,6 @@ class StoryIndex:
                     df[term] = left
                 else:
                     del df[term]
-                    self._vocab.pop(term, None)
 
     def move(self, cluster_id: int, story_id: int) -> None:
         c = self._clusters[cluster_id]

@@ -43,6 +43,7 @@ from ..dedup.index import DedupIndex
 from ..dedup.lsh import Scan, exact_key
 from ..dedup.signature import Signature, Signer
 from ..dedup.similarity import choose_cluster
+from ..dedup.stories import StoryTerms
 from ..records import Item
 from ..store.clusters import ClusterStore, bump_cluster_generation, bump_index_writes, index_state
 from ..store.database import Store, StoredItem
@@ -66,6 +67,7 @@ class Placement:
     title: str
     text: str
     shared_link: bool = False  # Item.shared_link
+    story_terms: StoryTerms | None = None  # made by the parse workers; else here, when needed
 
 
 class Decision(NamedTuple):
@@ -278,9 +280,10 @@ class Clusterer:
         changed: Sequence[tuple[int, int, Item, StoredItem]],
         now: datetime,
         signatures: Mapping[str, Signature] | None = None,
+        story_terms: Mapping[str, StoryTerms] | None = None,
     ) -> int:
-        """Cluster new and changed items (signatures by item key when the parse workers
-        computed them); returns how many clusters were created."""
+        """Cluster new and changed items (signatures and story terms by item key when the
+        parse workers computed them); returns how many clusters were created."""
         if not new and not changed:
             return 0
         generation, writes = index_state(store)
@@ -309,10 +312,11 @@ class Clusterer:
             for i, sig in zip(missing, signed, strict=True):
                 sigs[i] = sig
         # a changed item keeps its first-seen time, as a recluster would see it
+        terms = story_terms or {}
         work = [
             Placement(item_id, feed_id, item.canonical_url, item.content_hash, item.published,
                       seen if old is None else int(old.first_seen.timestamp()), sig, item.title, item.text,
-                      item.shared_link)
+                      item.shared_link, terms.get(item.key))
             for (item_id, feed_id, item, old), sig in zip(placing, sigs, strict=True)
         ]  # fmt: skip
         return self._place_batch(clusters, work, now, retired)
@@ -342,15 +346,15 @@ class Clusterer:
                 cluster = d.cluster
                 touched.add(cluster)
                 if stories:
-                    stories.joined(cluster, w.feed_id, w.title, w.text)
+                    stories.joined(cluster, w.feed_id, w.title, w.text, w.story_terms)
             else:
                 cluster, next_cluster = next_cluster, next_cluster + 1
                 if stories:
-                    story = stories.place(cluster, w.feed_id, w.published, w.seen, w.title, w.text)
+                    story = stories.place(cluster, w.feed_id, w.published, w.seen, w.title, w.text, w.story_terms)
                     singletons.append((cluster, w.item_id, w.published, story.story_id, story.score,
-                                       story.vector.to_text()))  # fmt: skip
+                                       *story.vector.to_stored()))  # fmt: skip
                 else:
-                    singletons.append((cluster, w.item_id, w.published, cluster, None, None))
+                    singletons.append((cluster, w.item_id, w.published, cluster, None, None, None))
                 created += 1
             assignments.append((cluster, d.similarity, w.item_id))
             self._added.append(index.add(w.item_id, cluster, w.seen, d.signature, d.exact, d.facts, d.paragraphs,

@@ -23,6 +23,7 @@ from typing import Protocol
 
 from ..config import Config, DedupSettings
 from ..dedup.signature import Signature, Signer
+from ..dedup.stories import StoryTerms, story_terms
 from ..ingest.fetch import Fetcher
 from ..ingest.normalize import clean_link, clean_title, normalize_entries
 from ..ingest.parse import parse_feed
@@ -38,29 +39,34 @@ NOT_MODIFIED_BATCH = 200  # 304 answers recorded per transaction
 
 @dataclass(frozen=True)
 class Document:
-    """A parsed feed plus the MinHash signatures of its items (by item key), computed in
-    the same worker so the CPU-heavy signing runs on every core, not in the event loop."""
+    """A parsed feed plus the MinHash signatures and story terms of its items (by item
+    key), computed in the same worker so the CPU-heavy signing and tokenising run on every
+    core, not in the event loop or the writer."""
 
     feed: ParsedFeed
     signatures: dict[str, Signature] = field(default_factory=dict)
+    story_terms: dict[str, StoryTerms] = field(default_factory=dict)
 
 
 _signers: dict[DedupSettings, Signer] = {}
 
 
 def process_document(
-    body: bytes, headers: dict[str, str], now: datetime, dedup: DedupSettings | None = None
-) -> Document:
+    body: bytes, headers: dict[str, str], now: datetime, dedup: DedupSettings | None = None,
+    stories: bool = False,
+) -> Document:  # fmt: skip
     """Bytes -> clean Items (and their signatures). Top-level and pure so a worker process
     can run it. A parser bug becomes this feed's error here, in the worker, so that an
     exception out of the pool always means the pool itself failed."""
     try:
-        return _process(body, headers, now, dedup)
+        return _process(body, headers, now, dedup, stories)
     except Exception as exc:
         return Document(ParsedFeed(error=f"parser crashed: {type(exc).__name__}: {exc}"))
 
 
-def _process(body: bytes, headers: dict[str, str], now: datetime, dedup: DedupSettings | None) -> Document:
+def _process(
+    body: bytes, headers: dict[str, str], now: datetime, dedup: DedupSettings | None, stories: bool
+) -> Document:  # fmt: skip
     raw = parse_feed(body, headers)
     items = normalize_entries(raw.entries, now) if raw.entries else ()
     error = raw.error
@@ -79,7 +85,8 @@ def _process(body: bytes, headers: dict[str, str], now: datetime, dedup: DedupSe
         return Document(parsed)
     signer = _signers.get(dedup) or _signers.setdefault(dedup, Signer(dedup))
     signatures = signer.sign_many([(i.title, i.text) for i in items])
-    return Document(parsed, {i.key: sig for i, sig in zip(items, signatures, strict=True)})
+    terms = {i.key: story_terms(i.title, i.text) for i in items} if stories else {}
+    return Document(parsed, {i.key: sig for i, sig in zip(items, signatures, strict=True)}, terms)
 
 
 def make_parse_executor(workers: int) -> Executor | None:
@@ -129,6 +136,7 @@ class ClusterStage(Protocol):
         changed: Sequence[tuple[int, int, Item, StoredItem]],
         now: datetime,
         signatures: Mapping[str, Signature] | None = None,
+        story_terms: Mapping[str, StoryTerms] | None = None,
     ) -> int:
         """Put new/changed items (item id, feed id, item[, old]) into clusters inside the
         caller's transaction; returns how many clusters were created."""
@@ -273,7 +281,8 @@ class Poller:
         if fetch.status is not FetchStatus.OK:
             return await self._write(self._store_failure, feed, fetch)
         dedup = self.config.settings.dedup if self.clusters else None
-        args = (fetch.body, fetch.headers, fetch.fetched_at, dedup)
+        stories = dedup is not None and self.config.settings.stories.enabled
+        args = (fetch.body, fetch.headers, fetch.fetched_at, dedup, stories)
         pool = None if self.pool_error else self.executor
         try:
             if pool is not None:
@@ -288,7 +297,7 @@ class Poller:
             # socket was cleaned from /tmp). The rest of this poll parses here.
             self.pool_error = f"{type(exc).__name__}: {exc}"
             doc = await loop.run_in_executor(None, process_document, *args)
-        return await self._write(self._store_document, feed, fetch, doc.feed, doc.signatures)
+        return await self._write(self._store_document, feed, fetch, doc.feed, doc.signatures, doc.story_terms)
 
     async def _pool_started(self, pool: Executor) -> None:
         """Wait until the parse pool's processes exist, starting them off the event loop.
@@ -432,7 +441,7 @@ class Poller:
                 self._wrote()
 
     def _store_document(
-        self, feed: FeedRow, fetch: FetchResult, parsed: ParsedFeed, signatures: dict
+        self, feed: FeedRow, fetch: FetchResult, parsed: ParsedFeed, signatures: dict, story_terms: dict
     ) -> FeedOutcome:
         if parsed.error:
             failed = FetchResult(
@@ -463,6 +472,7 @@ class Poller:
                         changed,
                         now,
                         signatures,
+                        story_terms,
                     )
                 interval = self._interval(feed)
                 delay = jittered(next_fetch_delay(interval, ttl=parsed.ttl, max_age=fetch.max_age),

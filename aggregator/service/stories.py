@@ -12,7 +12,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from ..config import StorySettings
-from ..dedup.stories import IDF_CLUSTERS, StoryIndex, StoryPlacement, StoryVector, story_terms
+from ..dedup.stories import (
+    IDF_CLUSTERS,
+    StoryIndex,
+    StoryPlacement,
+    StoryTerms,
+    StoryVector,
+    story_terms,
+)
 from ..store.clusters import ClusterStore
 from ..timeutil import from_iso
 
@@ -56,9 +63,10 @@ class StoryTier:
         assert index is not None
         last = clusters.next_cluster_id() - 1
         since = now - timedelta(seconds=self.index.retention)
-        for cid, story, terms, feed, published, first_seen, title in clusters.story_rows(last - IDF_CLUSTERS, since):
+        for cid, story, terms, weights, feed, published, first_seen, title in clusters.story_rows(last - IDF_CLUSTERS, since):
             t = story_time(from_iso(published), from_iso(first_seen).timestamp())
-            vector = StoryVector.from_text(terms) if terms is not None else index.vector(story_terms(title, ""))
+            # (a cluster placed with the tier off has no vector: its headline stands in)
+            vector = StoryVector.from_stored(terms, weights) if terms is not None else index.vector(story_terms(title, ""))
             index.add(cid, story, feed, t, vector, title_hash(title))
 
     def stale(self) -> None:
@@ -70,20 +78,24 @@ class StoryTier:
         if self.index is None:
             self.load(clusters, now)
 
-    def place(self, cluster_id: int, feed_id: int, published: datetime, seen: int, title: str, text: str) -> StoryPlacement:
-        """The story of a new cluster (its first item's feed, times, headline and text)."""
+    def place(
+        self, cluster_id: int, feed_id: int, published: datetime, seen: int, title: str, text: str,
+        terms: StoryTerms | None = None,
+    ) -> StoryPlacement:  # fmt: skip
+        """The story of a new cluster (its first item's feed, times, headline and text;
+        `terms`: story_terms of those, when the parse workers made them)."""
         assert self.index is not None
         t = story_time(published, seen)
-        return self.index.place(cluster_id, feed_id, t, story_terms(title, text), title_hash(title))
+        return self.index.place(cluster_id, feed_id, t, terms or story_terms(title, text), title_hash(title))
 
-    def joined(self, cluster_id: int, feed_id: int, title: str, text: str) -> None:
+    def joined(self, cluster_id: int, feed_id: int, title: str, text: str, terms: StoryTerms | None = None) -> None:
         """An item joined a cluster: if it comes from another feed under another headline,
         and the cluster is alone in its story, the story its terms match takes the cluster."""
         index = self.index
         assert index is not None
         if not index.may_move(cluster_id, feed_id, title_hash(title)):
             return
-        moved = index.place_again(cluster_id, feed_id, story_terms(title, text))
+        moved = index.place_again(cluster_id, feed_id, terms or story_terms(title, text))
         if moved is not None:
             self.moves.append((cluster_id, moved.story_id, moved.score or 0.0))
 

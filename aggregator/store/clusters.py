@@ -44,18 +44,20 @@ class ClusterStore:
         return self.conn.execute("SELECT coalesce(max(id), 0) + 1 FROM clusters").fetchone()[0]
 
     def add_singletons(
-        self, singletons: Iterable[tuple[int, int, datetime, int, float | None, str | None]], now: datetime
-    ) -> None:
-        """(cluster id, item id, published, story id, story score, story terms) of clusters
-        whose only member is the item, their stats already known; ids from
-        next_cluster_id() onwards."""
+        self, singletons: Iterable[tuple[int, int, datetime, int, float | None, str | None, bytes | None]],
+        now: datetime,
+    ) -> None:  # fmt: skip
+        """(cluster id, item id, published, story id, story score, story terms, story
+        weights) of clusters whose only member is the item, their stats already known;
+        ids from next_cluster_id() onwards."""
         stamp = iso(now)
         self.conn.executemany(
             """INSERT INTO clusters (id, representative_id, size, feed_count, first_seen,
-                                     last_seen, updated_at, created_at, story_id, story_score, story_terms)
-               VALUES (?, ?, 1, 1, ?, ?, ?, ?, ?, ?, ?)""",
-            [(cid, item_id, iso(published), iso(published), stamp, stamp, story, score, terms)
-             for cid, item_id, published, story, score, terms in singletons],
+                                     last_seen, updated_at, created_at, story_id, story_score, story_terms,
+                                     story_weights)
+               VALUES (?, ?, 1, 1, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [(cid, item_id, iso(published), iso(published), stamp, stamp, story, score, terms, weights)
+             for cid, item_id, published, story, score, terms, weights in singletons],
         )  # fmt: skip
 
     def move_to_stories(self, moves: Iterable[tuple[int, int, float]]) -> None:
@@ -66,11 +68,11 @@ class ClusterStore:
         )
 
     def story_rows(self, after_id: int, created_since: datetime) -> Iterator[tuple]:
-        """(cluster id, story id, story terms, and of the item that started it: feed id,
+        """(cluster id, story id, story terms and weights, and of the item that started it: feed id,
         published, first seen, title) of the clusters after `after_id` or created since
         `created_since`, in id order: what a story index is rebuilt from."""
         yield from self.conn.execute(
-            """SELECT c.id, coalesce(c.story_id, c.id), c.story_terms, i.feed_id, i.published_at,
+            """SELECT c.id, coalesce(c.story_id, c.id), c.story_terms, c.story_weights, i.feed_id, i.published_at,
                       i.first_seen_at, i.title
                FROM clusters c JOIN items i ON i.id = (SELECT min(m.id) FROM items m WHERE m.cluster_id = c.id)
                WHERE c.id > ? OR c.created_at >= ? ORDER BY c.id""",

@@ -5,11 +5,13 @@
 --                         stays the story's id when the lead cluster changes.
 --   clusters.story_score  how strongly the cluster matched the story when it joined (the
 --                         weighted term cosine); NULL for the cluster that started it.
---   clusters.story_terms  the cluster's weighted terms as placed ("term weight" lines), so
---                         that a restarted daemon's story index is the one that placed them.
+--   clusters.story_terms  the cluster's terms as placed, one per line ("*" marks a name),
+--   clusters.story_weights and their weights (float32, little-endian), so that a restarted
+--                         daemon's story index is the one that placed them.
 ALTER TABLE clusters ADD COLUMN story_id INTEGER;
 ALTER TABLE clusters ADD COLUMN story_score REAL;
 ALTER TABLE clusters ADD COLUMN story_terms TEXT;
+ALTER TABLE clusters ADD COLUMN story_weights BLOB;
 -- Every existing cluster is a story of its own until `aggregator recluster` groups them.
 UPDATE clusters SET story_id = id;
 -- A story's clusters, for the story views and the digest.
