@@ -16,7 +16,7 @@ The threshold default (StorySettings.threshold) is the lowest point of the curve
 grid) with pair precision >= 0.9.
 
 Run (from the repo root):
-    .venv/bin/python bench/story_quality.py            # the curves, and the cost per cluster
+    .venv/bin/python bench/story_quality.py            # the curves, the time and memory per cluster
     .venv/bin/python bench/story_quality.py --quick    # CI smoke run: 3 thresholds
     options: --json  --thresholds 0.2,0.3  --window 72h
 """
@@ -115,6 +115,28 @@ def place_all(articles: Sequence[Article], threshold: float, window: float) -> t
     return groups, (time.perf_counter() - started) / len(articles)
 
 
+def memory_per_cluster(articles: Sequence[Article], threshold: float) -> float:
+    """Bytes the story index holds per indexed cluster (tracemalloc), the articles placed
+    one a minute (a busy window: every cluster a candidate for the others), their terms
+    made beforehand as the parse workers make them."""
+    import gc
+    import tracemalloc
+
+    terms = [story_terms(a.title, a.text) for a in articles]
+    feeds: dict[str, int] = {}
+    gc.collect()
+    tracemalloc.start()
+    try:
+        index = StoryIndex(window=72 * 3600, threshold=threshold, retention=14 * 86400)
+        for n, (a, t) in enumerate(zip(articles, terms, strict=True), 1):
+            index.place(n, feeds.setdefault(a.source, len(feeds) + 1), n * 60.0, t)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    return held / len(index)
+
+
 _TOKEN = re.compile(r"[^\W_]+")
 
 
@@ -190,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "chosen": chosen,
         "default_threshold": StorySettings().threshold,
         "us_per_cluster": 1e6 * min(costs),
+        "bytes_per_cluster": memory_per_cluster(articles, StorySettings().threshold),
     }
     if args.json:
         print(json.dumps(result, indent=1))
@@ -207,7 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"(P {chosen['precision']:.3f}, R {chosen['recall']:.3f}); default: {StorySettings().threshold:g}")
     else:
         print("no threshold reached pair precision 0.9")
-    print(f"story step: {result['us_per_cluster']:.1f} us per cluster (terms, IDF vector, candidates, placement)")
+    print(f"story step: {result['us_per_cluster']:.1f} us per cluster (terms, IDF vector, candidates, placement); "
+          f"index memory {result['bytes_per_cluster']:.0f} bytes per cluster (target <= 1 KB per indexed item)")  # fmt: skip
     return 0
 
 

@@ -185,8 +185,9 @@ class StoryIndex:
         self.idf_clusters = idf_clusters
         self.newest = -math.inf
         self._clusters: dict[int, _Cluster] = {}
-        # bucket -> term -> (cluster ids, weights); and bucket -> its clusters, to expire
-        self._buckets: dict[int, dict[str, tuple[array, array]]] = {}
+        # bucket -> term -> cluster id, weight, cluster id, weight, ... (one array("d"): cluster
+        # ids are exact in a double); and bucket -> its clusters, to expire
+        self._buckets: dict[int, dict[str, array]] = {}
         self._bucket_clusters: dict[int, list[int]] = {}
         self._members: dict[int, set[int]] = {}  # story -> its clusters in the index
         self._df: dict[str, int] = {}
@@ -254,7 +255,7 @@ class StoryIndex:
                 found = bucket.get(term)
                 if found is None or df.get(term, 0) > common:
                     continue
-                for cid, w in zip(*found, strict=True):
+                for cid, w in zip(found[::2], found[1::2], strict=True):
                     scores[cid] = get(cid, 0.0) + weight * w + SHARED_UNIT
         best: tuple[float, int, int] | None = None  # (score, -story, cluster)
         threshold, window, clusters = self.threshold, self.window, self._clusters
@@ -305,10 +306,10 @@ class StoryIndex:
         for term, weight in zip(terms, vector.weights, strict=True):
             found = bucket.get(term)
             if found is None:
-                bucket[term] = (array("q", (cluster_id,)), array("d", (weight,)))
+                bucket[term] = array("d", (cluster_id, weight))
             else:
-                found[0].append(cluster_id)
-                found[1].append(weight)
+                found.append(cluster_id)
+                found.append(weight)
 
     def _count(self, terms: tuple[str, ...]) -> None:
         """Count a cluster's terms for the IDF, forgetting the oldest beyond idf_clusters."""
