@@ -37,8 +37,8 @@ import dedup_quality as dq  # noqa: E402
 from feedserver_util import StaticFeedServer  # noqa: E402
 
 from aggregator.config import DedupSettings, StorySettings  # noqa: E402
-from aggregator.service import stories as story_service  # noqa: E402
 from aggregator.dedup.signature import Signer  # noqa: E402
+from aggregator.service import stories as story_service  # noqa: E402
 from aggregator.service.clustering import Clusterer  # noqa: E402
 from aggregator.store.database import Store  # noqa: E402
 

@@ -45,7 +45,7 @@ from aggregator.units import parse_duration  # noqa: E402
 
 CORPUS = ROOT.parent / "shared" / "corpus" / "gva_dev.jsonl"
 THRESHOLDS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6)
-QUICK_THRESHOLDS = (0.2, 0.3, 0.4)
+QUICK_THRESHOLDS = (0.1, 0.15, 0.2)
 
 
 @dataclass(frozen=True)
