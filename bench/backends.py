@@ -172,7 +172,8 @@ def bench_write_path(work: Path, targets: Targets, w: Workload) -> dict:
     for i, url in enumerate(urls):
         body, _ = feed_body(w, i, url)
         docs.append(
-            process_document(body, {"content-type": "application/xml"}, now, config.settings.dedup)
+            process_document(body, {"content-type": "application/xml"}, now, config.settings.dedup,
+                             config.settings.stories.enabled)
         )
     items = sum(len(d.feed.items) for d in docs)
     out: dict = {"items": items}
@@ -192,7 +193,7 @@ def bench_write_path(work: Path, targets: Targets, w: Workload) -> dict:
             for url, doc in zip(urls, docs, strict=True):
                 fetch = FetchResult(url=url, status=FetchStatus.OK, fetched_at=now, http_status=200,
                                     etag='"1"', elapsed=0.01)  # fmt: skip
-                poller._store_document(feeds[url], fetch, doc.feed, doc.signatures)
+                poller._store_document(feeds[url], fetch, doc.feed, doc.signatures, doc.story_terms)
             write_s, write_cpu = time.perf_counter() - t0, time.process_time() - cpu0
             t1 = time.perf_counter()
             store.index_search()

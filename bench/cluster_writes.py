@@ -121,7 +121,7 @@ def store_writes(n: int, tmp: Path, old_migrations: Path | None) -> tuple[float,
                 ids = store.insert_items(1, items, now)
                 cluster = clusters.next_cluster_id()
                 seq = bump_index_writes(store)
-                clusters.add_singletons([(cluster, ids[0], now)], now)
+                clusters.add_singletons([(cluster, ids[0], now, cluster, None, None, None)], now)
                 clusters.set_item_clusters([(cluster, 1.0, item_id) for item_id in ids], seq)
                 clusters.refresh([cluster], now)
             return time.perf_counter() - started, counted.steps

@@ -189,7 +189,9 @@ class StoryIndex:
         # ids are exact in a double); and bucket -> its clusters, to expire
         self._buckets: dict[int, dict[str, array]] = {}
         self._bucket_clusters: dict[int, list[int]] = {}
-        self._members: dict[int, set[int]] = {}  # story -> its clusters in the index
+        # story -> its clusters in the index: the cluster itself while it is alone (most
+        # stories: no set to hold), else a set
+        self._members: dict[int, int | set[int]] = {}
         self._df: dict[str, int] = {}
         self._df_terms: deque[tuple[str, ...]] = deque()  # of the last idf_clusters clusters
 
@@ -214,7 +216,7 @@ class StoryIndex:
         c = self._clusters.get(cluster_id)
         if c is None or c.feed == feed_id or c.title == title:
             return False
-        return len(self._members[c.story]) == 1
+        return not isinstance(self._members[c.story], set)
 
     def place_again(self, cluster_id: int, feed_id: int, terms: StoryTerms) -> StoryPlacement | None:
         """A cluster that may_move: the story the new item's terms match, if any (the
@@ -297,7 +299,7 @@ class StoryIndex:
             return  # too old to be anyone's candidate: it counts for the IDF only
         b = int(time // self.window)
         self._clusters[cluster_id] = _Cluster(story_id, time, feed_id, title, tuple(vector.names), b)
-        self._members.setdefault(story_id, set()).add(cluster_id)
+        self._join(story_id, cluster_id)
         bucket = self._buckets.get(b)
         if bucket is None:
             bucket = self._buckets[b] = {}
@@ -329,7 +331,7 @@ class StoryIndex:
         c = self._clusters[cluster_id]
         self._leave(c.story, cluster_id)
         c.story = story_id
-        self._members.setdefault(story_id, set()).add(cluster_id)
+        self._join(story_id, cluster_id)
 
     def story_of(self, cluster_id: int) -> int | None:
         c = self._clusters.get(cluster_id)
@@ -344,12 +346,27 @@ class StoryIndex:
 
     def _leave(self, story: int, cluster_id: int) -> None:
         members = self._members[story]
-        members.discard(cluster_id)
-        if not members:
+        if not isinstance(members, set):
             del self._members[story]
+            return
+        members.discard(cluster_id)
+        if len(members) == 1:
+            self._members[story] = next(iter(members))
 
     def _story_feeds(self, story: int) -> set[int]:
-        return {self._clusters[c].feed for c in self._members.get(story, ())}
+        members = self._members.get(story)
+        if members is None:
+            return set()
+        return {self._clusters[c].feed for c in (members if isinstance(members, set) else (members,))}
+
+    def _join(self, story: int, cluster_id: int) -> None:
+        members = self._members.get(story)
+        if members is None:
+            self._members[story] = cluster_id
+        elif isinstance(members, set):
+            members.add(cluster_id)
+        else:
+            self._members[story] = {members, cluster_id}
 
     def _advance(self, time: float) -> None:
         """Drop the buckets that the newest story time leaves `retention` behind."""
