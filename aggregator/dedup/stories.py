@@ -50,7 +50,10 @@ NAME_WEIGHT = 1.5
 CHAIN_GUARD = 0.5  # share of the threshold a joining cluster needs against the story's first
 MAX_TERMS = 40  # the heaviest terms of a vector kept (the tail adds cost, not evidence)
 COMMON_SHARE = 0.05  # terms in more than this share of the clusters propose no candidates
-SHARED_UNIT = 1024.0  # (how _best_story counts shared terms; far above any cosine)
+# Postings hold weights as integers of WEIGHT_SCALE (8 bytes a posting with the cluster id),
+# and _best_story's sums count shared terms in units of SHARED_UNIT, far above any score.
+WEIGHT_SCALE = 2**30
+SHARED_UNIT = float(2**34)
 # The IDF is learnt from the last this many clusters, whatever their time: enough text for
 # the weights to mean something where feeds are few and slow (a window of 72 h can hold a
 # dozen clusters), and a bounded cost where they are many.
@@ -185,8 +188,9 @@ class StoryIndex:
         self.idf_clusters = idf_clusters
         self.newest = -math.inf
         self._clusters: dict[int, _Cluster] = {}
-        # bucket -> term -> cluster id, weight, cluster id, weight, ... (one array("d"): cluster
-        # ids are exact in a double); and bucket -> its clusters, to expire
+        # bucket -> term -> cluster id, weight, cluster id, weight, ... (one array("i"), the
+        # weights as integers of WEIGHT_SCALE: cluster ids up to 2**31); and bucket -> its
+        # clusters, to expire
         self._buckets: dict[int, dict[str, array]] = {}
         self._bucket_clusters: dict[int, list[int]] = {}
         # story -> its clusters in the index: the cluster itself while it is alone (most
@@ -261,6 +265,7 @@ class StoryIndex:
                     scores[cid] = get(cid, 0.0) + weight * w + SHARED_UNIT
         best: tuple[float, int, int] | None = None  # (score, -story, cluster)
         threshold, window, clusters = self.threshold, self.window, self._clusters
+        threshold *= WEIGHT_SCALE  # the sums are in those units
         need = MIN_SHARED * SHARED_UNIT + threshold
         names = vector.names
         for cid, total in scores.items():
@@ -284,7 +289,7 @@ class StoryIndex:
                 best = key
         if best is None:
             return None, None
-        return -best[1], best[0]
+        return -best[1], best[0] / WEIGHT_SCALE
 
     # ------------------------------------------------------------ state
 
@@ -308,10 +313,10 @@ class StoryIndex:
         for term, weight in zip(terms, vector.weights, strict=True):
             found = bucket.get(term)
             if found is None:
-                bucket[term] = array("d", (cluster_id, weight))
+                bucket[term] = array("i", (cluster_id, round(weight * WEIGHT_SCALE)))
             else:
                 found.append(cluster_id)
-                found.append(weight)
+                found.append(round(weight * WEIGHT_SCALE))
 
     def _count(self, terms: tuple[str, ...]) -> None:
         """Count a cluster's terms for the IDF, forgetting the oldest beyond idf_clusters."""
