@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class StaticFeedServer:
-    """Serves `path -> (body, content type)` on 127.0.0.1 from a background thread.
+    """Serves `path -> (body, content type)` on 127.0.0.1 from a background thread, with a
+    strong ETag (a hash of the body): If-None-Match with it answers 304, as a real feed
+    server does for an unchanged feed.
 
     Routes may be added while it runs. Use as a context manager::
 
@@ -17,7 +20,7 @@ class StaticFeedServer:
     """
 
     def __init__(self) -> None:
-        self._routes: dict[str, tuple[bytes, str]] = {}
+        self._routes: dict[str, tuple[bytes, str, str]] = {}
         self._lock = threading.Lock()
         routes, lock = self._routes, self._lock
 
@@ -30,9 +33,15 @@ class StaticFeedServer:
                 if route is None:
                     self.send_error(404)
                     return
-                body, ctype = route
+                body, ctype, etag = route
+                if etag in (self.headers.get("If-None-Match") or ""):
+                    self.send_response(304)
+                    self.send_header("ETag", etag)
+                    self.end_headers()
+                    return
                 self.send_response(200)
                 self.send_header("Content-Type", ctype)
+                self.send_header("ETag", etag)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -45,9 +54,10 @@ class StaticFeedServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     def add(self, path: str, body: bytes, content_type: str) -> None:
-        """Serve `body` at `path` (which starts with '/')."""
+        """Serve `body` at `path` (which starts with '/'); the same body keeps its ETag."""
+        etag = '"' + hashlib.sha1(body).hexdigest() + '"'
         with self._lock:
-            self._routes[path] = (body, content_type)
+            self._routes[path] = (body, content_type, etag)
 
     def url(self, path: str) -> str:
         """Absolute URL of `path` on this server."""

@@ -7,7 +7,8 @@ all on a 2-core machine. Deselect with `-m "not bench_smoke"`; CI runs them.
 
 Text: the scripts draw their text from ../shared/corpus/gva_dev.jsonl when it exists and
 otherwise fall back to a fixed vocabulary; the tests check which one was used. Only
-dedup_quality.py needs the corpus's labelled articles: without it that test skips, saying so.
+dedup_quality.py and story_run.py need the corpus's labelled articles: without it their
+tests skip, saying so.
 """
 
 from __future__ import annotations
@@ -295,3 +296,30 @@ def test_scale_quick():
             assert q["output_bytes"] > 0, (name, q)
     assert len(data["targets"]) >= 2
     assert all(t[2] in ("ok", "MISSED") for t in data["targets"])
+
+
+# ---------------------------------------------------------------- story_run.py
+
+
+def test_story_run_quick():
+    data = run_json(["bench/story_run.py", "--quick", "--json"], timeout=300)
+    if not HAVE_CORPUS:
+        assert "corpus missing" in data["skipped"], data
+        pytest.skip(f"story_run.py needs the labelled corpus {CORPUS}, which is missing")
+    assert data["quick"] is True and data["rounds"] == 4  # the busiest 4 weeks, a week a round
+    assert data["articles"] > 0 and data["outlets"] > 0
+    assert data["served"] == data["items"] == data["articles"]  # all served, all back by link
+    assert data["missing"] == 0 and data["unknown"] == 0 and data["fetch_errors"] == 0
+    assert data["most_new_in_a_feed_round"] <= data["feed_entries"]  # nothing fell off a feed
+    assert 0 < data["fetches_not_modified"] < data["fetches"]  # unchanged feeds answered 304
+    copy, stories = data["copy_clusters"], data["stories"]
+    assert 0 < stories["count"] < copy["count"] <= data["items"]  # stories join clusters
+    assert copy["pair_precision"] >= 0.9
+    # Feeds answer in a different order each run, and the story tier depends on the order
+    # clusters arrive in: on these ~50 story pairs precision ranged 0.74-0.98 over 7 runs.
+    assert stories["pair_precision"] >= 0.7 and stories["pair_recall"] > copy["pair_recall"]
+    assert stories["of_2plus_clusters"] > 0 and stories["largest_clusters"] >= 2
+    assert data["examples"] and all(ex["other_coverage"] for ex in data["examples"])
+    digest = data["digest"]
+    assert not digest["bozo"] and digest["entries"] > 0
+    assert digest["with_other_coverage"] >= 1
